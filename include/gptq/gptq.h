@@ -1,0 +1,5 @@
+// The gptq C++ API: one include for everything public.
+#pragma once
+
+#include <gptq/build.h>
+#include <gptq/format.h>

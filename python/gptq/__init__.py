@@ -1,0 +1,36 @@
+"""gptq: GPTQ quantization for large language models, with fast CUDA kernels, on libtorch.
+
+The native library registers its operators under ``torch.ops.gptq``; this package wraps them.
+"""
+
+from __future__ import annotations
+
+from ._loader import load as _load
+
+_C, _BUILD_INFO = _load()
+__version__: str = _BUILD_INFO["version"]
+
+from .env import env  # noqa: E402
+from .format import (  # noqa: E402
+    CHECKPOINT_FORMATS,
+    dequantize,
+    pack_cols,
+    pack_rows,
+    unpack_cols,
+    unpack_rows,
+)
+
+cmake_prefix_path: str = str(__import__("pathlib").Path(__file__).resolve().parent / "share" / "cmake")
+"""Folder to add to CMAKE_PREFIX_PATH so that C++ projects find this copy with find_package(gptq)."""
+
+__all__ = [
+    "CHECKPOINT_FORMATS",
+    "__version__",
+    "cmake_prefix_path",
+    "dequantize",
+    "env",
+    "pack_cols",
+    "pack_rows",
+    "unpack_cols",
+    "unpack_rows",
+]
