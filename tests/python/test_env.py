@@ -35,3 +35,17 @@ def test_torch_mismatch_is_a_clear_import_error():
     info = dict(gptq._BUILD_INFO, cxx11_abi=1 - int(torch._C._GLIBCXX_USE_CXX11_ABI))
     with pytest.raises(ImportError, match="_GLIBCXX_USE_CXX11_ABI"):
         _loader.check_torch(info)
+
+
+def test_libgptq_shares_torchs_cpp_runtime():
+    """libgptq passes std::string, exceptions and streams to and from torch, so it must use the same
+    dynamically linked libstdc++; a statically linked copy (some GCC builds do that by default) crashes
+    the first time an op formats an error message."""
+    import shutil
+    from pathlib import Path
+
+    if shutil.which("ldd") is None:
+        pytest.skip("no ldd")
+    lib = Path(gptq.__file__).parent / "lib" / "libgptq.so"
+    deps = subprocess.run(["ldd", str(lib)], capture_output=True, text=True, check=True).stdout
+    assert "libstdc++.so" in deps, f"{lib} does not link libstdc++ dynamically:\n{deps}"
