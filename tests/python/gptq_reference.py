@@ -104,8 +104,8 @@ def correlated_inputs(tokens: int, K: int, seed: int, strength: float = 1.0) -> 
     g = torch.Generator().manual_seed(seed)
     Z = torch.randn(tokens, K, generator=g, dtype=torch.float64)
     spectrum = torch.logspace(0, -2, K, dtype=torch.float64)
-    Q, _ = torch.linalg.qr(torch.randn(K, K, generator=g, dtype=torch.float64))
-    X = (Z * spectrum) @ Q.T * strength + 0.05 * torch.randn(tokens, K, generator=g, dtype=torch.float64)
+    mix = torch.randn(K, K, generator=g, dtype=torch.float64) / K**0.5
+    X = (Z * spectrum) @ mix * strength + 0.05 * torch.randn(tokens, K, generator=g, dtype=torch.float64)
     # A few outlier channels, as in real activations (they drive act-order).
     X[:, :: max(1, K // 8)] *= 6
     return X

@@ -10,6 +10,7 @@ grids (scales/zeros), g_idx and the loss:
 Every test runs on the CPU and, marked gpu, on CUDA tensors (the block kernel).
 """
 
+import functools
 import itertools
 
 import pytest
@@ -24,12 +25,18 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 N, K = 32, 128
 
 
-def layer(seed, correlated=True, N=N, K=K, tokens=1024):
+@functools.lru_cache(maxsize=None)
+def _layer(seed, correlated, N, K, tokens):
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(N, K, generator=g, dtype=torch.float64) * 0.05
     X = correlated_inputs(tokens, K, seed) if correlated else torch.randn(tokens, K, generator=g, dtype=torch.float64)
     H = 2 * X.T @ X / tokens
     return W, X, H
+
+
+def layer(seed, correlated=True, N=N, K=K, tokens=512):
+    """A weight [N, K], inputs X [tokens, K] and H = 2 X^T X / tokens, float64 (fresh copies)."""
+    return tuple(t.clone() for t in _layer(seed, correlated, N, K, tokens))
 
 
 def assert_matches_reference(W, H, cfg, device, dtype):
