@@ -29,6 +29,9 @@ SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672)]
 
 
 # ---- plain PyTorch GPTQ (the reference the speed-up is measured against) ---------------------------
+RECIPROCAL_SCALE = False  # --torch-reciprocal-scale
+
+
 def _grid(x, maxq, sym):
     xmin = x.min(1).values.clamp(max=0)
     xmax = x.max(1).values.clamp(min=0)
@@ -38,7 +41,13 @@ def _grid(x, maxq, sym):
     both = (xmin == 0) & (xmax == 0)
     xmin = torch.where(both, -1.0, xmin)
     xmax = torch.where(both, 1.0, xmax)
-    scale = (xmax - xmin) / maxq
+    if RECIPROCAL_SCALE:
+        # What `tensor / python_number` does on CUDA: PyTorch multiplies by the host-computed
+        # reciprocal, which can differ from the division by one ulp (the CPU divides).
+        scale = (xmax - xmin) * torch.tensor(1.0 / maxq, dtype=x.dtype)
+    else:
+        # A 0-dim tensor divisor keeps the division IEEE on every device, as in gptq's solver.
+        scale = (xmax - xmin) / torch.tensor(float(maxq), dtype=x.dtype, device=x.device)
     zero = torch.full_like(scale, (maxq + 1) // 2) if sym else torch.round(-xmin / scale)
     return scale, zero
 
@@ -165,7 +174,11 @@ def main():
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--desc-act", type=int, default=1)
+    ap.add_argument("--torch-reciprocal-scale", action="store_true",
+                    help="reference computes scale = range * (1/maxq) (CUDA PyTorch's `range / maxq`)")
     args = ap.parse_args()
+    global RECIPROCAL_SCALE
+    RECIPROCAL_SCALE = args.torch_reciprocal_scale
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
@@ -203,13 +216,14 @@ def main():
         gptq_commit=gptq._BUILD_INFO.get("git_commit"),
         config=dict(bits=cfg.bits, group_size=cfg.group_size, desc_act=cfg.desc_act, sym=cfg.sym,
                     block_size=cfg.block_size, damp_percent=cfg.damp_percent),
+        reference_scale="range * (1/maxq)" if RECIPROCAL_SCALE else "range / maxq (IEEE)",
         rows=rows,
         pack_8192x28672_4bit_cpu_seconds=pack_s,
     )
     with open(args.out + ".json", "w") as f:
         json.dump(info, f, indent=2)
     print(f"\nGPTQ solver, {info['device']}, torch {info['torch']}, {info['date']}")
-    print(f"config: {info['config']}; Hessian from {tokens} tokens")
+    print(f"config: {info['config']}; Hessian from {tokens} tokens; reference scale {info['reference_scale']}")
     print(f"{'layer [out x in]':>18} {'gptq s':>9} {'torch s':>9} {'speed-up':>9} {'codes differ':>13} {'loss rel diff':>14}")
     for r in rows:
         print(f"{r['out_features']:>8} x {r['in_features']:<7} {r['gptq_seconds']:9.3f} "
