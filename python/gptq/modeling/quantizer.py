@@ -560,3 +560,28 @@ def _quantize_group(li, layer, linears, group, plan, gi, inputs, args_l, device,
         mod_bar.update(1)
     del accs
     return results
+
+
+def rtn_quantize_model(model: nn.Module, config, backend: str = "auto", device=None) -> list[ModuleRecord]:
+    """Round-to-nearest baseline: every quantizable linear of the decoder layers on GPTQ's grid,
+    without calibration, replaced by a QuantLinear in place."""
+    from ..quantize import rtn_quantize_weight
+    from .layout import split_fused_experts
+
+    split_fused_experts(model)
+    block_name, layers = find_layers_block(model)
+    dtype = next(model.parameters()).dtype
+    records = []
+    for li, layer in enumerate(layers):
+        linears, _ = find_linears(layer, getattr(model, "config", None), config.bits)
+        for name, module in linears.items():
+            w = weight_out_in(module).detach()
+            if device is not None:
+                w = w.to(device)
+            t = time.perf_counter()
+            qw = rtn_quantize_weight(w, config, name=f"{block_name}.{li}.{name}")
+            records.append(ModuleRecord(li, name, float(qw.loss), 0.0, time.perf_counter() - t, 0, "rtn"))
+            ql = make_quant_linear(qw, module, config, dtype, backend).to(module.weight.device)
+            ql.post_init(backend=backend)
+            _set_module(layer, name, ql)
+    return records
