@@ -54,3 +54,13 @@ at::Tensor dequantize(const at::Tensor& qweight, const at::Tensor& qzeros, const
                       CheckpointFormat format);
 
 }  // namespace gptq
+
+namespace gptq {
+
+// Converts packed qzeros [G, N*bits/32] between checkpoint formats: "gptq" (v1) stores zero - 1 and
+// "gptq_v2" the zero itself, both modulo 2^bits, so the conversion is exact in both directions
+// (unpack, add or subtract one modulo 2^bits, repack; adding 0x11111111 to a 4-bit word would carry
+// into the next value when a stored zero is 15). Through the dispatcher op gptq::convert_qzeros.
+at::Tensor convert_qzeros(const at::Tensor& qzeros, int64_t bits, CheckpointFormat from, CheckpointFormat to);
+
+}  // namespace gptq

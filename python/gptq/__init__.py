@@ -13,24 +13,38 @@ __version__: str = _BUILD_INFO["version"]
 from .env import env  # noqa: E402
 from .format import (  # noqa: E402
     CHECKPOINT_FORMATS,
+    convert_qzeros,
     dequantize,
     pack_cols,
     pack_rows,
     unpack_cols,
     unpack_rows,
 )
+from .config import BaseQuantizeConfig  # noqa: E402
+from .quantize import (  # noqa: E402
+    HessianAccumulator,
+    QuantizedWeight,
+    quantize_weight,
+    rtn_quantize_weight,
+)
 
 cmake_prefix_path: str = str(__import__("pathlib").Path(__file__).resolve().parent / "share" / "cmake")
 """Folder to add to CMAKE_PREFIX_PATH so that C++ projects find this copy with find_package(gptq)."""
 
 __all__ = [
+    "BaseQuantizeConfig",
     "CHECKPOINT_FORMATS",
+    "HessianAccumulator",
+    "QuantizedWeight",
     "__version__",
     "cmake_prefix_path",
+    "convert_qzeros",
     "dequantize",
     "env",
     "pack_cols",
     "pack_rows",
+    "quantize_weight",
+    "rtn_quantize_weight",
     "unpack_cols",
     "unpack_rows",
 ]

@@ -7,6 +7,8 @@
 
 namespace py = pybind11;
 
+void bind_quantize(py::module_& m);  // src/python/quantize.cpp
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "gptq native module (configs and objects; ops live in torch.ops.gptq)";
 
@@ -33,4 +35,5 @@ PYBIND11_MODULE(_C, m) {
         "The CUDA driver version as 'major.minor', or '' when there is none.");
   m.def("usable_kernel_families", &gptq::usable_kernel_families, py::arg("major"), py::arg("minor"),
         "Compiled kernel families that run on a GPU of compute capability major.minor.");
+  bind_quantize(m);
 }
