@@ -48,3 +48,18 @@ __all__ = [
     "unpack_cols",
     "unpack_rows",
 ]
+
+# ---- model API (AutoGPTQ's names); imported on first use so `import gptq` does not load transformers
+_MODELING_EXPORTS = ("AutoGPTQForCausalLM", "BaseGPTQForCausalLM", "GPTQForCausalLM", "exllama_set_max_input_length",
+                     "register_layout")
+
+
+def __getattr__(name: str):
+    if name in _MODELING_EXPORTS:
+        from . import modeling
+
+        return getattr(modeling, name)
+    raise AttributeError(f"module 'gptq' has no attribute {name!r}")
+
+
+__all__ += list(_MODELING_EXPORTS)
