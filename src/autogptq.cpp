@@ -23,7 +23,16 @@ PackedLayerShape check_gemm_args(const char* op, const at::Tensor& x, const at::
                                  const at::Tensor& qzeros, const at::Tensor& scales,
                                  const c10::optional<at::Tensor>& g_idx, int64_t bits, int64_t group_size,
                                  int64_t checkpoint_format) {
-  const auto s = check_packed_layer(op, qweight, qzeros, scales, g_idx, bits, group_size, checkpoint_format);
+  // g_idx's values are not range-checked here: that needs a device->host copy on every call, which
+  // would also make the op unusable under CUDA graph capture. QuantLinear checks them once at
+  // post_init; the CPU path checks them in dequantize.
+  const auto s = check_packed_layer(op, qweight, qzeros, scales, c10::nullopt, bits, group_size, checkpoint_format);
+  if (g_idx.has_value() && g_idx->defined()) {
+    const auto& gi = *g_idx;
+    GPTQ_CHECK(gi.scalar_type() == at::kInt, op, "g_idx must be int32, got ", gi.scalar_type());
+    GPTQ_CHECK(gi.dim() == 1 && gi.size(0) == s.K, op, "g_idx must have shape [K] = [", s.K, "], got ", gi.sizes());
+    GPTQ_CHECK(gi.device() == qweight.device(), op, "g_idx is on ", gi.device(), " but qweight on ", qweight.device());
+  }
   GPTQ_CHECK(x.dim() == 2, op, "x must be 2-D [M, K], got shape ", x.sizes());
   GPTQ_CHECK(x.size(1) == s.K, op, "x has ", x.size(1), " features but the layer has K = ", s.K);
   GPTQ_CHECK(x.scalar_type() == scales.scalar_type(), op, "x must have the scales' dtype ", scales.scalar_type(),

@@ -125,15 +125,14 @@ __global__ void __launch_bounds__(kThreads) autogptq_gemv_kernel(
   const int64_t wp_end = min(p_end, wp_begin + warp_periods);
   const int64_t zero_row_words = N * BITS / 32;
 
-  if constexpr (PER_K) {
-    for (int i = threadIdx.x; i < chunk_k; i += kThreads) {
-      const int64_t k = p_begin * PV + i;
-      gk[i] = k >= K ? 0 : (g_idx != nullptr ? g_idx[k] : static_cast<int>(k / group_size));
-    }
-  }
-
   for (int64_t m0 = 0; m0 < M; m0 += MT) {
-    __syncthreads();  // the previous row tile is done with shared memory
+    __syncthreads();  // the previous row tile is done with shared memory (the reduction reuses it)
+    if constexpr (PER_K) {
+      for (int i = threadIdx.x; i < chunk_k; i += kThreads) {
+        const int64_t k = p_begin * PV + i;
+        gk[i] = k >= K ? 0 : (g_idx != nullptr ? g_idx[k] : static_cast<int>(k / group_size));
+      }
+    }
     for (int i = threadIdx.x; i < MT * chunk_periods; i += kThreads) {
       const int r = i / chunk_periods, pp = i - r * chunk_periods;
       const int64_t p = p_begin + pp, row = m0 + r;

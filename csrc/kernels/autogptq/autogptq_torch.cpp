@@ -7,7 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "autogptq_internal.h"
-#include "gptq/format.h"
+#include "kernels/dequant/dequant_launch.h"
 #include "check.h"
 #include "format_internal.h"
 #include "kernels/autogptq/autogptq_launch.h"
@@ -32,8 +32,28 @@ at::Tensor autogptq_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, co
       g_idx.has_value() && g_idx->defined() ? c10::optional<at::Tensor>(g_idx->contiguous()) : c10::nullopt;
   if (M > kGemvMaxRows) {
     // Compute-bound regime: one dequantization to W [N, K] then a tensor-core GEMM.
-    auto w = gptq::dequantize(qweight, qzeros, scales, gi, bits, group_size,
-                              static_cast<CheckpointFormat>(checkpoint_format));
+    // The dequantize launcher is called directly: the op's g_idx value check would synchronize.
+    auto w = at::empty({s.N, s.K}, scales.options());
+    auto qw = qweight.contiguous();
+    auto qz = qzeros.contiguous();
+    auto sc = scales.contiguous();
+    const auto* qw_p = reinterpret_cast<const uint32_t*>(qw.const_data_ptr<int32_t>());
+    const auto* qz_p = reinterpret_cast<const uint32_t*>(qz.const_data_ptr<int32_t>());
+    const int32_t* gi_p = gi.has_value() ? gi->const_data_ptr<int32_t>() : nullptr;
+    const auto stream = at::cuda::getCurrentCUDAStream().stream();
+    cudaError_t err;
+    if (scales.scalar_type() == at::kHalf) {
+      err = launch_dequantize<__half>(qw_p, qz_p, reinterpret_cast<const __half*>(sc.const_data_ptr<at::Half>()),
+                                      gi_p, reinterpret_cast<__half*>(w.data_ptr<at::Half>()), s.K, s.N,
+                                      static_cast<int>(bits), group_size, checkpoint_format == 1, stream);
+    } else {
+      err = launch_dequantize<__nv_bfloat16>(
+          qw_p, qz_p, reinterpret_cast<const __nv_bfloat16*>(sc.const_data_ptr<at::BFloat16>()), gi_p,
+          reinterpret_cast<__nv_bfloat16*>(w.data_ptr<at::BFloat16>()), s.K, s.N, static_cast<int>(bits), group_size,
+          checkpoint_format == 1, stream);
+    }
+    GPTQ_CHECK(err == cudaSuccess, op, "dequantize launch failed for K = ", s.K, ", N = ", s.N, ": ",
+               cudaGetErrorString(err));
     return at::matmul(x, w.t());
   }
   auto xc = x.contiguous();

@@ -103,9 +103,20 @@ def _autogptq_unsupported(layer: "QuantLinear", device: torch.device) -> str | N
     return _cuda_reason(layer, device, "autogptq_gemm")
 
 
+def _check_g_idx_range(layer: "QuantLinear") -> None:
+    # The kernels index scales by g_idx without a per-call check (it would synchronize), so once here.
+    G = layer.scales.shape[0]
+    lo, hi = int(layer.g_idx.min()), int(layer.g_idx.max())
+    if lo < 0 or hi >= G:
+        raise ValueError(f"QuantLinear({layer.describe()}): g_idx values must lie in [0, {G}), found [{lo}, {hi}]")
+
+
 def _autogptq_prepare(layer: "QuantLinear") -> None:
     # Contiguous groups are computed from k; only a real act-order g_idx is handed to the kernel.
-    _set_buffer(layer, "_autogptq_g_idx", None if _trivial_g_idx(layer) else layer.g_idx)
+    trivial = _trivial_g_idx(layer)
+    if not trivial:
+        _check_g_idx_range(layer)
+    _set_buffer(layer, "_autogptq_g_idx", None if trivial else layer.g_idx)
 
 
 def _autogptq_forward(layer: "QuantLinear", x: torch.Tensor) -> torch.Tensor:
