@@ -59,11 +59,22 @@ def time_graph(fn_list, reps=20):
 
 
 def copy_bandwidth():
-    n = 1 << 28  # 512 MiB of fp16
-    a = torch.empty(n, dtype=torch.float16, device="cuda")
+    """Device-to-device copy of a 4 GiB buffer: bytes read + written over the median time."""
+    n = 1 << 30
+    a = torch.empty(n, dtype=torch.float32, device="cuda").uniform_()
     b = torch.empty_like(a)
-    t = time_graph([lambda: b.copy_(a)] * 4, reps=10)
-    return 2 * a.numel() * a.element_size() / t
+    times = []
+    for _ in range(30):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        b.copy_(a)
+        e1.record()
+        e1.synchronize()
+        times.append(e0.elapsed_time(e1) * 1e-3)
+    t = statistics.median(times[5:])
+    del a, b
+    torch.cuda.empty_cache()
+    return 2 * n * 4 / t
 
 
 def copies_for(nbytes):
@@ -123,6 +134,10 @@ def autogptq_factory(L, x, bits):
     return lambda: torch.ops.gptq.autogptq_gemm(x, L["qweight"], L["qzeros"], L["scales"], None, bits, 128, 2)
 
 
+def exllamav2_factory(L, x, bits):
+    return lambda: torch.ops.gptq.exllamav2_gemm(x, L["qweight"], L["qzeros"], L["scales"], None, bits, 128, 2)
+
+
 _SORTED = {}
 
 
@@ -164,6 +179,7 @@ def main():
                 continue  # long; the m = 1024 row already shows the dequantize + cuBLAS regime
             kernels = [("autogptq", 4, autogptq_factory)]
             if m <= 16:
+                kernels.append(("exllamav2", 4, exllamav2_factory))
                 kernels.append(("autogptq", 3, autogptq_factory))
                 if (K, N) == (8192, 28672) or (K, N) == (4096, 4096):
                     kernels.append(("autogptq", 2, autogptq_factory))

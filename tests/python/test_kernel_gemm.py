@@ -190,3 +190,37 @@ def test_cuda_graph_capture_replays_the_same_output():
     graph.replay()
     torch.cuda.synchronize()
     assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+
+
+def run_exllamav2(L, x, act_order):
+    if act_order:
+        qs, perm = torch.ops.gptq.exllamav2_prepare(L["qweight"], L["g_idx"], L["bits"], L["group_size"])
+    else:
+        qs, perm = L["qweight"], None
+    poison_cuda_allocator()
+    return torch.ops.gptq.exllamav2_gemm(x, qs, L["qzeros"], L["scales"], perm, L["bits"], L["group_size"], L["fmt"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("K,N", REAL_SHAPES)
+@pytest.mark.parametrize("act_order", [False, True])
+def test_cuda_exllamav2_half2_path_real_shapes(K, N, act_order):
+    # fp16, 4 bits, m = 1: the half2 kernel (products rounded to fp16, sums in fp32).
+    L, W = make_layer(4, K, N, 128, act_order=act_order, device="cuda", seed=K - N)
+    x = torch.randn(1, K, device="cuda").half()
+    y = run_exllamav2(L, x, act_order)
+    assert not torch.isnan(y).any()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("group_size", [32, 64, -1])
+@pytest.mark.parametrize("fmt", ["gptq", "gptq_v2"])
+def test_cuda_exllamav2_half2_path_groups_formats_and_large_activations(group_size, fmt):
+    L, W = make_layer(4, 4096, 1056, group_size, fmt=fmt, device="cuda", seed=3)
+    x = torch.randn(1, 4096, device="cuda")
+    x[0, ::97] *= 2000  # outlier channels as in real LLM activations: no fp16 overflow in the partial sums
+    x = x.half()
+    y = run_exllamav2(L, x, False)
+    assert torch.isfinite(y).all()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]

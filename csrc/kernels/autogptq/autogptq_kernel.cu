@@ -54,6 +54,15 @@ __device__ __forceinline__ __half from_float<__half>(float v) { return __float2h
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+// (a & MASK) | BITS_SET as one LOP3: written in PTX because the compiler otherwise splits it into
+// two instructions (a LOP3 takes a single immediate operand).
+template <uint32_t MASK, uint32_t BITS_SET>
+__device__ __forceinline__ uint32_t and_or(uint32_t a) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "n"(MASK), "n"(BITS_SET));
+  return d;
+}
+
 // v_j * 2^field_pos(j) as a float, from the period's words w and their upper halves w16 = w >> 16.
 template <int BITS, int J>
 __device__ __forceinline__ float decode_scaled(const uint32_t* w, const uint32_t* w16) {
@@ -68,7 +77,7 @@ __device__ __forceinline__ float decode_scaled(const uint32_t* w, const uint32_t
   } else {
     view = w16[kWord];
   }
-  return __uint_as_float(0x4B000000u | (view & (kMask << kPos))) - 8388608.0f;
+  return __uint_as_float(and_or<(kMask << kPos), 0x4B000000u>(view)) - 8388608.0f;
 }
 
 // Zero point of column n in group g (stream value n of qzeros row g), v1's "minus one" undone.
@@ -181,27 +190,44 @@ __global__ void __launch_bounds__(kThreads) autogptq_gemv_kernel(
     };
 
     if (col_ok) {
+      // Groups are contiguous here: track the next group boundary instead of dividing per period.
+      const int64_t periods_per_group = group_size < 0 ? (int64_t{1} << 62) : group_size / PV;
+      int64_t next_boundary = 0;
+      // Software pipeline: the loads of the next U periods are in flight while these are decoded.
+      const uint32_t* wptr = qweight + wp_begin * PW * N + n0;
+      const int64_t period_stride = PW * N;
+      uint4 nxt[U][PW];
+      auto load_batch = [&](int64_t pb) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+#pragma unroll
+          for (int w = 0; w < PW; ++w) {
+            nxt[u][w] = pb + u < wp_end
+                            ? __ldg(reinterpret_cast<const uint4*>(wptr + (pb + u - wp_begin) * period_stride + w * N))
+                            : make_uint4(0u, 0u, 0u, 0u);
+          }
+        }
+      };
+      load_batch(wp_begin);
       for (int64_t pb = wp_begin; pb < wp_end; pb += U) {
         uint4 words[U][PW];
 #pragma unroll
         for (int u = 0; u < U; ++u) {
 #pragma unroll
-          for (int w = 0; w < PW; ++w) {
-            if (pb + u < wp_end) {
-              words[u][w] = __ldg(reinterpret_cast<const uint4*>(qweight + ((pb + u) * PW + w) * N + n0));
-            } else {
-              words[u][w] = make_uint4(0u, 0u, 0u, 0u);
-            }
-          }
+          for (int w = 0; w < PW; ++w) words[u][w] = nxt[u][w];
         }
+        if (pb + U < wp_end) load_batch(pb + U);
 #pragma unroll
         for (int u = 0; u < U; ++u) {
           const int64_t p = pb + u;
           if (p >= wp_end) break;
           const int pp = static_cast<int>(p - p_begin);
           if constexpr (!PER_K) {
-            const int64_t g = group_size < 0 ? 0 : (p * PV) / group_size;
-            if (g != gcur) load_group(g);
+            if (p >= next_boundary) {
+              const int64_t g = p / periods_per_group;
+              next_boundary = (g + 1) * periods_per_group;
+              load_group(g);
+            }
 #pragma unroll
             for (int r = 0; r < MT; ++r) gx[r] += psum[r * chunk_periods + pp];
           }

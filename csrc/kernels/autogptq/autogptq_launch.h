@@ -35,3 +35,15 @@ cudaError_t launch_autogptq_gemm(const T* x, const uint32_t* qweight, const uint
                                  cudaStream_t stream);
 
 }  // namespace gptq::cuda
+
+namespace gptq::cuda {
+
+// W^T [K, N] (T) from a packed layer: out[k, n] = scales[g, n] * (q[k, n] - z[g, n]), g = g_idx[k] or
+// k / group_size (0 when group_size == -1). K a multiple of the packing period, N % 4 == 0, 16-byte
+// aligned qweight; K / period <= 65535 (K up to 524288 at 4 bits).
+template <typename T>
+cudaError_t launch_dequantize_kn(const uint32_t* qweight, const uint32_t* qzeros, const T* scales,
+                                 const int32_t* g_idx, T* out, int64_t K, int64_t N, int bits, int64_t group_size,
+                                 bool zeros_minus_one, cudaStream_t stream);
+
+}  // namespace gptq::cuda

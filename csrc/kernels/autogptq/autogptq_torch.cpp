@@ -7,7 +7,6 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "autogptq_internal.h"
-#include "kernels/dequant/dequant_launch.h"
 #include "check.h"
 #include "format_internal.h"
 #include "kernels/autogptq/autogptq_launch.h"
@@ -31,9 +30,8 @@ at::Tensor autogptq_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, co
   const c10::optional<at::Tensor> gi =
       g_idx.has_value() && g_idx->defined() ? c10::optional<at::Tensor>(g_idx->contiguous()) : c10::nullopt;
   if (M > kGemvMaxRows) {
-    // Compute-bound regime: one dequantization to W [N, K] then a tensor-core GEMM.
-    // The dequantize launcher is called directly: the op's g_idx value check would synchronize.
-    auto w = at::empty({s.N, s.K}, scales.options());
+    // Compute-bound regime: W^T [K, N] in one streaming pass, then cuBLAS.
+    auto wt = at::empty({s.K, s.N}, scales.options());
     auto qw = qweight.contiguous();
     auto qz = qzeros.contiguous();
     auto sc = scales.contiguous();
@@ -43,18 +41,18 @@ at::Tensor autogptq_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, co
     const auto stream = at::cuda::getCurrentCUDAStream().stream();
     cudaError_t err;
     if (scales.scalar_type() == at::kHalf) {
-      err = launch_dequantize<__half>(qw_p, qz_p, reinterpret_cast<const __half*>(sc.const_data_ptr<at::Half>()),
-                                      gi_p, reinterpret_cast<__half*>(w.data_ptr<at::Half>()), s.K, s.N,
-                                      static_cast<int>(bits), group_size, checkpoint_format == 1, stream);
+      err = launch_dequantize_kn<__half>(qw_p, qz_p, reinterpret_cast<const __half*>(sc.const_data_ptr<at::Half>()),
+                                         gi_p, reinterpret_cast<__half*>(wt.data_ptr<at::Half>()), s.K, s.N,
+                                         static_cast<int>(bits), group_size, checkpoint_format == 1, stream);
     } else {
-      err = launch_dequantize<__nv_bfloat16>(
+      err = launch_dequantize_kn<__nv_bfloat16>(
           qw_p, qz_p, reinterpret_cast<const __nv_bfloat16*>(sc.const_data_ptr<at::BFloat16>()), gi_p,
-          reinterpret_cast<__nv_bfloat16*>(w.data_ptr<at::BFloat16>()), s.K, s.N, static_cast<int>(bits), group_size,
-          checkpoint_format == 1, stream);
+          reinterpret_cast<__nv_bfloat16*>(wt.data_ptr<at::BFloat16>()), s.K, s.N, static_cast<int>(bits),
+          group_size, checkpoint_format == 1, stream);
     }
     GPTQ_CHECK(err == cudaSuccess, op, "dequantize launch failed for K = ", s.K, ", N = ", s.N, ": ",
                cudaGetErrorString(err));
-    return at::matmul(x, w.t());
+    return at::matmul(x, wt);
   }
   auto xc = x.contiguous();
   auto qw = qweight.contiguous();

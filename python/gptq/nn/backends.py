@@ -129,6 +129,11 @@ def _exllamav2_unsupported(layer: "QuantLinear", device: torch.device) -> str | 
     why = _cuda_reason(layer, device, "autogptq_gemm")
     if why is not None:
         return why
+    return _uniform_groups_reason(layer)
+
+
+def _uniform_groups_reason(layer: "QuantLinear") -> str | None:
+    """Sorting rows by g_idx yields contiguous groups of group_size rows (what GPTQ's desc_act writes)."""
     if _trivial_g_idx(layer):
         return None
     K, g = layer.in_features, layer.group_size
@@ -156,11 +161,44 @@ def _exllamav2_forward(layer: "QuantLinear", x: torch.Tensor) -> torch.Tensor:
                                          _format_id(layer))
 
 
+# ---- marlin: tensor-core kernel of the marlin helper's ops (gptq::marlin_repack / marlin_gemm) ------
+def _marlin_unsupported(layer: "QuantLinear", device: torch.device) -> str | None:
+    why = _cuda_reason(layer, device, "marlin_gemm")
+    if why is not None:
+        return why
+    if layer.bits not in (4, 8):
+        return f"takes 4 or 8 bits, the layer has {layer.bits}"
+    g = layer.group_size
+    if not (g in (-1, 32, 64) or (g > 0 and g % 128 == 0)):
+        return f"takes group_size -1, 32, 64 or a multiple of 128, the layer has {g}"
+    return _uniform_groups_reason(layer)
+
+
+def _marlin_prepare(layer: "QuantLinear") -> None:
+    gi = None if _trivial_g_idx(layer) else layer.g_idx
+    qw, sc, zp, perm = torch.ops.gptq.marlin_repack(layer.qweight, layer.qzeros, layer.scales, gi, layer.bits,
+                                                    layer.group_size, _format_id(layer))
+    # Load-time facts the kernel can use: symmetric zeros need no zero loads, no act-order no gather.
+    symmetric = bool((zp == 2 ** (layer.bits - 1)).all()) if zp.numel() else True
+    _set_buffer(layer, "_marlin_qweight", qw)
+    _set_buffer(layer, "_marlin_scales", sc)
+    _set_buffer(layer, "_marlin_zeros", None if symmetric else zp)
+    _set_buffer(layer, "_marlin_perm", None if gi is None else perm)
+
+
+def _marlin_forward(layer: "QuantLinear", x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.gptq.marlin_gemm(x.to(layer.scales.dtype), layer._marlin_qweight, layer._marlin_scales,
+                                      layer._marlin_zeros, layer._marlin_perm, layer.bits, layer.group_size,
+                                      layer.out_features, 0)
+
+
 BACKENDS: dict[str, Backend] = {
     "exllamav2": Backend("exllamav2", _exllamav2_unsupported, _exllamav2_prepare, _exllamav2_forward),
     "autogptq": Backend("autogptq", _autogptq_unsupported, _autogptq_prepare, _autogptq_forward),
     "torch": Backend("torch", _torch_unsupported, _torch_prepare, _torch_forward, trainable=True),
 }
+if _has_kernel("marlin_gemm", "Meta"):  # this build has the marlin helper's ops
+    BACKENDS = {"marlin": Backend("marlin", _marlin_unsupported, _marlin_prepare, _marlin_forward), **BACKENDS}
 
 # AutoGPTQ's and GPTQModel's names for kernels, mapped to ours.
 ALIASES: dict[str, str] = {
