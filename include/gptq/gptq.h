@@ -3,3 +3,5 @@
 
 #include <gptq/build.h>
 #include <gptq/format.h>
+#include <gptq/kernels.h>
+#include <gptq/quant_linear.h>

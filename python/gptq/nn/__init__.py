@@ -1,6 +1,7 @@
 """Torch modules that hold GPTQ-packed weights."""
 
-from .backends import BACKENDS, Backend, available_backends, select_backend
+from .backends import ALIASES, BACKENDS, Backend, available_backends, post_init_model, select_backend
 from .qlinear import QuantLinear
 
-__all__ = ["BACKENDS", "Backend", "QuantLinear", "available_backends", "select_backend"]
+__all__ = ["ALIASES", "BACKENDS", "Backend", "QuantLinear", "available_backends", "post_init_model",
+           "select_backend"]

@@ -1,16 +1,25 @@
 """Kernel backends of QuantLinear and the automatic choice among them.
 
 A backend turns a layer's checkpoint tensors into whatever its kernel wants (once, at load: repacking,
-permutations) and computes y = x W^T + b. `select_backend` picks the fastest valid backend for the
-layer's bits, group size, act-order, device and GPU architecture, or honours an explicit name, or
-refuses it with the reason.
+permutations) and computes y = x W^T (the layer adds the bias). `select_backend` picks the fastest
+valid backend for the layer's bits, group size, act-order, device and GPU architecture, or honours an
+explicit name, or refuses it with the reason.
 
-Every backend here is registered in BACKENDS in order of preference for backend="auto".
+Backends (fastest first where several are valid; see `_auto_order`):
+  marlin     Marlin-style tensor-core kernel (4/8-bit), when this build has the gptq::marlin_* ops.
+  exllamav2  act-order layers: rows sorted by g_idx at load, x's columns gathered per call, then the
+             contiguous-group GEMV (M <= 16) or dequantize + cuBLAS (larger M).
+  autogptq   the checkpoint layout as stored, every bit width, group size and g_idx: split-K GEMV on CUDA
+             cores for M <= 16 (g_idx out of order is decoded per input channel, slower), dequantize +
+             cuBLAS above.
+  torch      dequantize + matmul, on any device (the CPU path), and the only trainable one.
+AutoGPTQ's and GPTQModel's kernel names map to these through ALIASES.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -34,6 +43,47 @@ class Backend:
     trainable: bool = False  # the input gradient flows through forward (for PEFT/QLoRA)
 
 
+def _format_id(layer: "QuantLinear") -> int:
+    return 1 if layer.checkpoint_format == "gptq" else 2
+
+
+def _has_kernel(op: str, key: str = "CUDA") -> bool:
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"gptq::{op}", key)
+    except RuntimeError:  # the op is not registered at all
+        return False
+
+
+def _cuda_reason(layer: "QuantLinear", device: torch.device, op: str) -> str | None:
+    """Why a CUDA kernel backend cannot run this layer on `device`, or None."""
+    if device.type != "cuda":
+        return f"needs a CUDA device, the layer is on {device}"
+    if not _has_kernel(op):
+        return f"this build of gptq has no CUDA kernel for gptq::{op} (built without the kernels?)"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 8:
+        return f"needs compute capability 8.0 or newer, the GPU is sm_{major}{minor}"
+    if layer.scales.dtype not in (torch.float16, torch.bfloat16):
+        return f"takes float16 or bfloat16 scales, the layer has {layer.scales.dtype}"
+    return None
+
+
+def _trivial_g_idx(layer: "QuantLinear") -> bool:
+    """g_idx is k // group_size (no act-order), so kernels may compute groups instead of reading them."""
+    K, g = layer.in_features, layer.group_size
+    ar = torch.arange(K, dtype=torch.int32, device=layer.g_idx.device)
+    expected = ar // g if g != -1 else torch.zeros_like(ar)
+    return bool(torch.equal(layer.g_idx, expected))
+
+
+def _set_buffer(layer: "QuantLinear", name: str, value: torch.Tensor | None) -> None:
+    # Non-persistent: repacked tensors follow .to()/.cuda() but never reach the state dict, which
+    # keeps the checkpoint layout.
+    if name in layer._buffers:
+        del layer._buffers[name]
+    layer.register_buffer(name, value, persistent=False)
+
+
 # ---- torch: dequantize to a dense weight, then matmul ------------------------------------------------
 def _torch_unsupported(layer: "QuantLinear", device: torch.device) -> str | None:
     return None  # every bit width, group size and act-order, on CPU and CUDA
@@ -48,16 +98,135 @@ def _torch_forward(layer: "QuantLinear", x: torch.Tensor) -> torch.Tensor:
     return torch.matmul(x.to(w.dtype), w.t())
 
 
+# ---- autogptq: the checkpoint layout as stored ---------------------------------------------------------
+def _autogptq_unsupported(layer: "QuantLinear", device: torch.device) -> str | None:
+    return _cuda_reason(layer, device, "autogptq_gemm")
+
+
+def _check_g_idx_range(layer: "QuantLinear") -> None:
+    # The kernels index scales by g_idx without a per-call check (it would synchronize), so once here.
+    G = layer.scales.shape[0]
+    lo, hi = int(layer.g_idx.min()), int(layer.g_idx.max())
+    if lo < 0 or hi >= G:
+        raise ValueError(f"QuantLinear({layer.describe()}): g_idx values must lie in [0, {G}), found [{lo}, {hi}]")
+
+
+def _autogptq_prepare(layer: "QuantLinear") -> None:
+    # Contiguous groups are computed from k; only a real act-order g_idx is handed to the kernel.
+    trivial = _trivial_g_idx(layer)
+    if not trivial:
+        _check_g_idx_range(layer)
+    _set_buffer(layer, "_autogptq_g_idx", None if trivial else layer.g_idx)
+
+
+def _autogptq_forward(layer: "QuantLinear", x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.gptq.autogptq_gemm(x.to(layer.scales.dtype), layer.qweight, layer.qzeros, layer.scales,
+                                        layer._autogptq_g_idx, layer.bits, layer.group_size, _format_id(layer))
+
+
+# ---- exllamav2: act-order as a row permutation made at load ---------------------------------------------
+def _exllamav2_unsupported(layer: "QuantLinear", device: torch.device) -> str | None:
+    why = _cuda_reason(layer, device, "autogptq_gemm")
+    if why is not None:
+        return why
+    return _uniform_groups_reason(layer)
+
+
+def _uniform_groups_reason(layer: "QuantLinear") -> str | None:
+    """Sorting rows by g_idx yields contiguous groups of group_size rows (what GPTQ's desc_act writes)."""
+    if _trivial_g_idx(layer):
+        return None
+    K, g = layer.in_features, layer.group_size
+    sorted_g = torch.sort(layer.g_idx.to(torch.int64)).values
+    ar = torch.arange(K, device=sorted_g.device)
+    expected = ar // g if g != -1 else torch.zeros_like(ar)
+    if not torch.equal(sorted_g, expected):
+        return "its g_idx does not give every group exactly group_size channels, so rows cannot be sorted into contiguous groups"
+    return None
+
+
+def _exllamav2_prepare(layer: "QuantLinear") -> None:
+    if _trivial_g_idx(layer):
+        _set_buffer(layer, "_exllamav2_qweight", layer.qweight)
+        _set_buffer(layer, "_exllamav2_perm", None)
+        return
+    qweight_sorted, perm = torch.ops.gptq.exllamav2_prepare(layer.qweight, layer.g_idx, layer.bits, layer.group_size)
+    _set_buffer(layer, "_exllamav2_qweight", qweight_sorted)
+    _set_buffer(layer, "_exllamav2_perm", perm)
+
+
+def _exllamav2_forward(layer: "QuantLinear", x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.gptq.exllamav2_gemm(x.to(layer.scales.dtype), layer._exllamav2_qweight, layer.qzeros,
+                                         layer.scales, layer._exllamav2_perm, layer.bits, layer.group_size,
+                                         _format_id(layer))
+
+
+# ---- marlin: tensor-core kernel of the marlin helper's ops (gptq::marlin_repack / marlin_gemm) ------
+def _marlin_unsupported(layer: "QuantLinear", device: torch.device) -> str | None:
+    why = _cuda_reason(layer, device, "marlin_gemm")
+    if why is not None:
+        return why
+    if layer.bits not in (4, 8):
+        return f"takes 4 or 8 bits, the layer has {layer.bits}"
+    g = layer.group_size
+    if not (g in (-1, 32, 64) or (g > 0 and g % 128 == 0)):
+        return f"takes group_size -1, 32, 64 or a multiple of 128, the layer has {g}"
+    return _uniform_groups_reason(layer)
+
+
+def _marlin_prepare(layer: "QuantLinear") -> None:
+    gi = None if _trivial_g_idx(layer) else layer.g_idx
+    qw, sc, zp, perm = torch.ops.gptq.marlin_repack(layer.qweight, layer.qzeros, layer.scales, gi, layer.bits,
+                                                    layer.group_size, _format_id(layer))
+    # Load-time facts the kernel can use: symmetric zeros need no zero loads, no act-order no gather.
+    symmetric = bool((zp == 2 ** (layer.bits - 1)).all()) if zp.numel() else True
+    _set_buffer(layer, "_marlin_qweight", qw)
+    _set_buffer(layer, "_marlin_scales", sc)
+    _set_buffer(layer, "_marlin_zeros", None if symmetric else zp)
+    _set_buffer(layer, "_marlin_perm", None if gi is None else perm)
+
+
+def _marlin_forward(layer: "QuantLinear", x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.gptq.marlin_gemm(x.to(layer.scales.dtype), layer._marlin_qweight, layer._marlin_scales,
+                                      layer._marlin_zeros, layer._marlin_perm, layer.bits, layer.group_size,
+                                      layer.out_features, 0)
+
+
 BACKENDS: dict[str, Backend] = {
+    "exllamav2": Backend("exllamav2", _exllamav2_unsupported, _exllamav2_prepare, _exllamav2_forward),
+    "autogptq": Backend("autogptq", _autogptq_unsupported, _autogptq_prepare, _autogptq_forward),
     "torch": Backend("torch", _torch_unsupported, _torch_prepare, _torch_forward, trainable=True),
 }
+if _has_kernel("marlin_gemm", "Meta"):  # this build has the marlin helper's ops
+    BACKENDS = {"marlin": Backend("marlin", _marlin_unsupported, _marlin_prepare, _marlin_forward), **BACKENDS}
 
-# AutoGPTQ's and GPTQModel's names for kernels, mapped to ours (filled in as kernels land).
-ALIASES: dict[str, str] = {"cpu": "torch", "pytorch": "torch"}
+# AutoGPTQ's and GPTQModel's names for kernels, mapped to ours.
+ALIASES: dict[str, str] = {
+    "cpu": "torch",
+    "pytorch": "torch",
+    "cuda": "autogptq",       # AutoGPTQ qlinear_cuda: any bits, act-order, checkpoint layout
+    "cuda-old": "autogptq",   # AutoGPTQ qlinear_cuda_old
+    "cuda_old": "autogptq",
+    "triton": "autogptq",     # AutoGPTQ/GPTQModel triton: 2/4/8-bit, checkpoint layout
+    "tritonv2": "autogptq",
+    "exllama": "exllamav2",   # ExLlama v1 and v2: act-order by row sort at load
+    "exllama_v2": "exllamav2",
+}
 
 
 def available_backends() -> list[str]:
     return list(BACKENDS)
+
+
+def _auto_order(layer: "QuantLinear") -> list[Backend]:
+    """Preference for backend="auto": marlin first (tensor cores, fastest where valid); for act-order
+    layers exllamav2 (contiguous groups after the sort) before autogptq (per-channel groups); for the
+    others autogptq, which needs no repacked copy and runs the same kernel."""
+    names = list(BACKENDS)
+    if "exllamav2" in names and "autogptq" in names and _trivial_g_idx(layer):
+        names.remove("exllamav2")
+        names.insert(names.index("autogptq") + 1, "exllamav2")
+    return [BACKENDS[n] for n in names]
 
 
 def select_backend(layer: "QuantLinear", backend: str, device: torch.device, trainable: bool = False) -> Backend:
@@ -67,7 +236,7 @@ def select_backend(layer: "QuantLinear", backend: str, device: torch.device, tra
     if name in ("auto", "auto_trainable"):
         trainable = trainable or name == "auto_trainable"
         reasons = []
-        for b in BACKENDS.values():
+        for b in _auto_order(layer):
             if trainable and not b.trainable:
                 reasons.append(f"{b.name}: not trainable")
                 continue
@@ -77,7 +246,9 @@ def select_backend(layer: "QuantLinear", backend: str, device: torch.device, tra
             reasons.append(f"{b.name}: {why}")
         raise RuntimeError(f"QuantLinear({layer.describe()}): no usable backend on {device}: " + "; ".join(reasons))
     if name not in BACKENDS:
-        raise ValueError(f"QuantLinear: backend must be 'auto', 'auto_trainable' or one of {sorted(BACKENDS)}, got {backend!r}")
+        raise ValueError(
+            f"QuantLinear: backend must be 'auto', 'auto_trainable', one of {sorted(BACKENDS)} or an alias "
+            f"{sorted(ALIASES)}, got {backend!r}")
     b = BACKENDS[name]
     why = b.unsupported_reason(layer, device)
     if why is not None:
@@ -85,3 +256,35 @@ def select_backend(layer: "QuantLinear", backend: str, device: torch.device, tra
     if trainable and not b.trainable:
         raise ValueError(f"QuantLinear({layer.describe()}): backend {name!r} does not support training")
     return b
+
+
+def post_init_model(model: torch.nn.Module, backend: str = "auto", trainable: bool = False) -> str:
+    """Chooses and prepares the backend of every QuantLinear in `model` (after its weights are loaded and
+    it sits on its final device), and logs one summary line, which it also returns, e.g.
+    "gptq: 224 QuantLinear layers -> exllamav2 (4-bit g128 act-order, sm_90)"."""
+    from .qlinear import QuantLinear
+
+    kinds: Counter = Counter()
+    total = 0
+    for module in model.modules():
+        if isinstance(module, QuantLinear):
+            module.post_init(backend=backend, trainable=trainable)
+            dev = module.qweight.device
+            arch = "cpu"
+            if dev.type == "cuda":
+                major, minor = torch.cuda.get_device_capability(dev)
+                arch = f"sm_{major}{minor}"
+            g = "g-1" if module.group_size == -1 else f"g{module.group_size}"
+            act = " act-order" if module.desc_act and not _trivial_g_idx(module) else ""
+            kinds[(module.backend.name, f"{module.bits}-bit {g}{act}, {arch}")] += 1
+            total += 1
+    if total == 0:
+        line = "gptq: no QuantLinear layers in the model"
+    elif len(kinds) == 1:
+        (name, desc), = kinds
+        line = f"gptq: {total} QuantLinear layers -> {name} ({desc})"
+    else:
+        parts = ", ".join(f"{n} x{c} ({d})" for (n, d), c in kinds.most_common())
+        line = f"gptq: {total} QuantLinear layers -> {parts}"
+    logger.info(line)
+    return line

@@ -1,0 +1,49 @@
+// Launcher for the AutoGPTQ-style GEMM: y [M, N] = x [M, K] * W^T with W read straight from the
+// checkpoint layout (qweight [K*bits/32, N] packed along K, qzeros [G, N*bits/32], scales [G, N],
+// optional g_idx [K]); see include/gptq/format.h.
+//
+// It is a split-K GEMV on CUDA cores for small M (decoding): memory-bound, so the design goal is to
+// stream qweight at full bandwidth (16-byte loads, many blocks per SM) with few instructions per
+// weight. Larger M is the caller's business (dequantize + cuBLAS).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace gptq::cuda {
+
+// Largest M the GEMV kernel serves; above it the adapter dequantizes and calls cuBLAS.
+constexpr int64_t kGemvMaxRows = 16;
+
+// Bytes of fp32 workspace launch_autogptq_gemm needs for (M, K, N, bits): the per-split partial sums,
+// [splits, M, N]. 0 when the problem runs in one split (the kernel then writes `out` directly).
+int64_t autogptq_workspace_bytes(int64_t M, int64_t K, int64_t N, int bits, int sm_count);
+
+// x [M, K] (T, row-major, contiguous), out [M, N] (T). g_idx: nullptr for contiguous groups
+// (g = k / group_size, or 0 when group_size == -1); otherwise any group per input channel
+// (act-order), decoded per k. zeros_minus_one: checkpoint format "gptq" (v1).
+// Requirements (the torch adapter checks them): K a multiple of the packing period, N % 4 == 0, 1 <= M <= kGemvMaxRows,
+// 16-byte aligned qweight. `workspace` holds autogptq_workspace_bytes(...) bytes (may be null when
+// that is 0). T is __half or __nv_bfloat16.
+template <typename T>
+cudaError_t launch_autogptq_gemm(const T* x, const uint32_t* qweight, const uint32_t* qzeros, const T* scales,
+                                 const int32_t* g_idx, T* out, float* workspace, int64_t M, int64_t K, int64_t N,
+                                 int bits, int64_t group_size, bool zeros_minus_one, int sm_count,
+                                 cudaStream_t stream);
+
+}  // namespace gptq::cuda
+
+namespace gptq::cuda {
+
+// W^T [K, N] (T) from a packed layer: out[k, n] = scales[g, n] * (q[k, n] - z[g, n]), g = g_idx[k] or
+// k / group_size (0 when group_size == -1). K a multiple of the packing period, N % 4 == 0, 16-byte
+// aligned qweight; K / period <= 65535 (K up to 524288 at 4 bits).
+template <typename T>
+cudaError_t launch_dequantize_kn(const uint32_t* qweight, const uint32_t* qzeros, const T* scales,
+                                 const int32_t* g_idx, T* out, int64_t K, int64_t N, int bits, int64_t group_size,
+                                 bool zeros_minus_one, cudaStream_t stream);
+
+}  // namespace gptq::cuda

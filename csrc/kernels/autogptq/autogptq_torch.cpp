@@ -1,0 +1,89 @@
+// Torch adapter: validates, allocates the output and the split-K workspace through the caching
+// allocator (so the op is safe under CUDA graph capture), and launches on the current stream.
+#include "autogptq_torch.h"
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "autogptq_internal.h"
+#include "check.h"
+#include "format_internal.h"
+#include "kernels/autogptq/autogptq_launch.h"
+
+namespace gptq::cuda {
+
+at::Tensor autogptq_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& qzeros,
+                              const at::Tensor& scales, const c10::optional<at::Tensor>& g_idx, int64_t bits,
+                              int64_t group_size, int64_t checkpoint_format) {
+  const char* op = "gptq::autogptq_gemm";
+  const auto s = detail::check_gemm_args(op, x, qweight, qzeros, scales, g_idx, bits, group_size, checkpoint_format);
+  GPTQ_CHECK(qweight.is_cuda() && x.is_cuda(), op, "the CUDA implementation got x on ", x.device(), " and qweight on ",
+             qweight.device());
+  GPTQ_CHECK(scales.scalar_type() == at::kHalf || scales.scalar_type() == at::kBFloat16, op,
+             "the CUDA kernel takes float16 or bfloat16 scales and activations, got ", scales.scalar_type());
+  const c10::cuda::CUDAGuard guard(qweight.device());
+  const int64_t M = x.size(0);
+  auto out = at::empty({M, s.N}, x.options());
+  if (M == 0 || s.N == 0) return out;
+  if (s.K == 0) return out.zero_();
+  const c10::optional<at::Tensor> gi =
+      g_idx.has_value() && g_idx->defined() ? c10::optional<at::Tensor>(g_idx->contiguous()) : c10::nullopt;
+  if (M > kGemvMaxRows) {
+    // Compute-bound regime: W^T [K, N] in one streaming pass, then cuBLAS.
+    auto wt = at::empty({s.K, s.N}, scales.options());
+    auto qw = qweight.contiguous();
+    auto qz = qzeros.contiguous();
+    auto sc = scales.contiguous();
+    const auto* qw_p = reinterpret_cast<const uint32_t*>(qw.const_data_ptr<int32_t>());
+    const auto* qz_p = reinterpret_cast<const uint32_t*>(qz.const_data_ptr<int32_t>());
+    const int32_t* gi_p = gi.has_value() ? gi->const_data_ptr<int32_t>() : nullptr;
+    const auto stream = at::cuda::getCurrentCUDAStream().stream();
+    cudaError_t err;
+    if (scales.scalar_type() == at::kHalf) {
+      err = launch_dequantize_kn<__half>(qw_p, qz_p, reinterpret_cast<const __half*>(sc.const_data_ptr<at::Half>()),
+                                         gi_p, reinterpret_cast<__half*>(wt.data_ptr<at::Half>()), s.K, s.N,
+                                         static_cast<int>(bits), group_size, checkpoint_format == 1, stream);
+    } else {
+      err = launch_dequantize_kn<__nv_bfloat16>(
+          qw_p, qz_p, reinterpret_cast<const __nv_bfloat16*>(sc.const_data_ptr<at::BFloat16>()), gi_p,
+          reinterpret_cast<__nv_bfloat16*>(wt.data_ptr<at::BFloat16>()), s.K, s.N, static_cast<int>(bits),
+          group_size, checkpoint_format == 1, stream);
+    }
+    GPTQ_CHECK(err == cudaSuccess, op, "dequantize launch failed for K = ", s.K, ", N = ", s.N, ": ",
+               cudaGetErrorString(err));
+    return at::matmul(x, wt);
+  }
+  auto xc = x.contiguous();
+  auto qw = qweight.contiguous();
+  auto qz = qzeros.contiguous();
+  auto sc = scales.contiguous();
+  const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t ws_bytes = autogptq_workspace_bytes(M, s.K, s.N, static_cast<int>(bits), sm_count);
+  at::Tensor ws;
+  if (ws_bytes > 0) ws = at::empty({ws_bytes / 4}, x.options().dtype(at::kFloat));
+  const auto* qw_p = reinterpret_cast<const uint32_t*>(qw.const_data_ptr<int32_t>());
+  const auto* qz_p = reinterpret_cast<const uint32_t*>(qz.const_data_ptr<int32_t>());
+  const int32_t* gi_p = gi.has_value() ? gi->const_data_ptr<int32_t>() : nullptr;
+  float* ws_p = ws.defined() ? ws.data_ptr<float>() : nullptr;
+  const bool minus_one = checkpoint_format == 1;
+  const auto stream = at::cuda::getCurrentCUDAStream().stream();
+  cudaError_t err;
+  if (x.scalar_type() == at::kHalf) {
+    err = launch_autogptq_gemm<__half>(reinterpret_cast<const __half*>(xc.const_data_ptr<at::Half>()), qw_p, qz_p,
+                                       reinterpret_cast<const __half*>(sc.const_data_ptr<at::Half>()), gi_p,
+                                       reinterpret_cast<__half*>(out.data_ptr<at::Half>()), ws_p, M, s.K, s.N,
+                                       static_cast<int>(bits), group_size, minus_one, sm_count, stream);
+  } else {
+    err = launch_autogptq_gemm<__nv_bfloat16>(
+        reinterpret_cast<const __nv_bfloat16*>(xc.const_data_ptr<at::BFloat16>()), qw_p, qz_p,
+        reinterpret_cast<const __nv_bfloat16*>(sc.const_data_ptr<at::BFloat16>()), gi_p,
+        reinterpret_cast<__nv_bfloat16*>(out.data_ptr<at::BFloat16>()), ws_p, M, s.K, s.N, static_cast<int>(bits),
+        group_size, minus_one, sm_count, stream);
+  }
+  GPTQ_CHECK(err == cudaSuccess, op, "kernel launch failed for M = ", M, ", K = ", s.K, ", N = ", s.N, ", bits = ",
+             bits, ": ", cudaGetErrorString(err));
+  return out;
+}
+
+}  // namespace gptq::cuda

@@ -1,0 +1,38 @@
+// Quantized GEMM kernels: y [M, N] = x [M, K] W^T for a GPTQ-packed W (layout: gptq/format.h).
+//
+// Every function goes through the dispatcher (torch.ops.gptq.*), so it runs on the device of its
+// inputs: CUDA kernels when libgptq was built with them, otherwise (and on the CPU) dequantize +
+// matmul. x must have the scales' dtype (float16 or bfloat16 on CUDA; float32 too on the CPU).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include <cstdint>
+#include <tuple>
+
+#include <gptq/format.h>
+
+namespace gptq {
+
+// AutoGPTQ-style kernel over the checkpoint layout as stored: bits 2, 3, 4, 8, any group size,
+// g_idx in any order (act-order) or undefined (contiguous groups). M <= 16 runs a split-K GEMV on
+// CUDA cores; larger M dequantizes once and calls cuBLAS. Op: gptq::autogptq_gemm.
+at::Tensor autogptq_gemm(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& qzeros,
+                         const at::Tensor& scales, const c10::optional<at::Tensor>& g_idx, int64_t bits,
+                         int64_t group_size, CheckpointFormat format);
+
+// ExLlamaV2-style act-order handling: at load, the rows of qweight are sorted by g_idx so that every
+// group becomes contiguous; at run time the columns of x are gathered by the same permutation and
+// the contiguous-group kernel runs, so act-order costs one gather of M*K activations.
+// Returns (qweight_sorted [K*bits/32, N], perm int32 [K]); fails when the sorted groups are not all of
+// size group_size (the last may be shorter). Op: gptq::exllamav2_prepare.
+std::tuple<at::Tensor, at::Tensor> exllamav2_prepare(const at::Tensor& qweight, const at::Tensor& g_idx,
+                                                     int64_t bits, int64_t group_size);
+// y = x[:, perm] W_sorted^T, with qweight_sorted and perm from exllamav2_prepare (perm undefined: no
+// act-order). Op: gptq::exllamav2_gemm.
+at::Tensor exllamav2_gemm(const at::Tensor& x, const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
+                          const at::Tensor& scales, const c10::optional<at::Tensor>& perm, int64_t bits,
+                          int64_t group_size, CheckpointFormat format);
+
+}  // namespace gptq

@@ -1,0 +1,121 @@
+// Specification of the GEMM ops (include/gptq/kernels.h): y = x W^T for a GPTQ-packed W, checked
+// against the float64 product with the reference dequantization (reference.h) on random codes,
+// zeros and scales.
+//
+// Tolerances: the CPU path is fp32 throughout (1e-5). The CUDA kernels accumulate in fp32 and round
+// y once to fp16 (2^-11) or bf16 (2^-8): 2e-3 and 1e-2. CUDA outputs are poisoned: the caching
+// allocator's free memory is filled with NaN before each call, so an unwritten element shows.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+
+#include <limits>
+#include <tuple>
+
+#include "gptq/gptq.h"
+#include "reference.h"
+
+namespace {
+
+using gptq_test::ref_dequantize;
+using gptq_test::ref_pack_rows;
+using gptq_test::rel_error;
+
+struct Layer {
+  at::Tensor qweight, qzeros, scales, g_idx, W;  // W: float64 reference [N, K]
+};
+
+Layer make_layer(int bits, int64_t K, int64_t N, int64_t g, bool act_order, gptq::CheckpointFormat format,
+                 at::ScalarType dtype, uint64_t seed) {
+  at::manual_seed(seed);
+  const int64_t G = g == -1 ? 1 : (K + g - 1) / g;
+  auto q = at::randint(0, 1 << bits, {K, N}, at::kInt);
+  auto z = at::randint(0, 1 << bits, {G, N}, at::kInt);
+  auto scales = (at::rand({G, N}, at::kFloat) * 0.02 + 1e-3).to(dtype);
+  auto g_idx = g == -1 ? at::zeros({K}, at::kInt) : at::arange(K, at::kInt).div(g, "floor");
+  if (act_order) g_idx = g_idx.index_select(0, at::randperm(K, at::kLong));
+  auto stored_z = format == gptq::CheckpointFormat::kGptq ? at::remainder(z - 1, 1 << bits) : z;
+  return {ref_pack_rows(q, bits), ref_pack_rows(stored_z.t(), bits).t().contiguous(), scales, g_idx,
+          ref_dequantize(q, z, scales, g_idx)};
+}
+
+void poison_cuda_allocator() {
+  auto junk = at::full({1 << 24}, std::numeric_limits<float>::quiet_NaN(), at::device(at::kCUDA).dtype(at::kFloat));
+}
+
+TEST(GemmCpu, AutogptqMatchesFloat64ForEveryWidthWithAndWithoutActOrder) {
+  for (int bits : {2, 3, 4, 8}) {
+    for (bool act_order : {false, true}) {
+      auto L = make_layer(bits, 256, 64, 32, act_order, gptq::CheckpointFormat::kGptq, at::kFloat, bits);
+      auto x = at::randn({3, 256}, at::kFloat);
+      auto y = gptq::autogptq_gemm(x, L.qweight, L.qzeros, L.scales, L.g_idx, bits, 32, gptq::CheckpointFormat::kGptq);
+      EXPECT_LT(rel_error(y, at::matmul(x.to(at::kDouble), L.W.t())), 1e-5) << bits << " " << act_order;
+    }
+  }
+}
+
+TEST(GemmCpu, Exllamav2SortedRowsAndGatheredColumnsGiveTheSameProduct) {
+  auto L = make_layer(4, 512, 32, 128, true, gptq::CheckpointFormat::kGptqV2, at::kFloat, 11);
+  auto [qs, perm] = gptq::exllamav2_prepare(L.qweight, L.g_idx, 4, 128);
+  auto x = at::randn({2, 512}, at::kFloat);
+  auto y = gptq::exllamav2_gemm(x, qs, L.qzeros, L.scales, perm, 4, 128, gptq::CheckpointFormat::kGptqV2);
+  EXPECT_LT(rel_error(y, at::matmul(x.to(at::kDouble), L.W.t())), 1e-5);
+}
+
+TEST(GemmCpu, BadInputNamesOpAndRule) {
+  auto L = make_layer(4, 128, 32, 32, false, gptq::CheckpointFormat::kGptq, at::kFloat, 1);
+  try {
+    gptq::autogptq_gemm(at::randn({2, 96}), L.qweight, L.qzeros, L.scales, c10::nullopt, 4, 32,
+                        gptq::CheckpointFormat::kGptq);
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gptq::autogptq_gemm: x has 96 features but the layer has K = 128"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// (bits, dtype, act_order, m)
+class GemmCuda : public ::testing::TestWithParam<std::tuple<int, at::ScalarType, bool, int>> {};
+
+TEST_P(GemmCuda, AutogptqMatchesFloat64) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  const auto [bits, dtype, act_order, m] = GetParam();
+  // K = 1056 = 32 * 33: 9 groups of 128, the last short; N = 544: not a multiple of 128 columns.
+  const int64_t K = 1056, N = 544, g = 128;
+  for (auto format : {gptq::CheckpointFormat::kGptq, gptq::CheckpointFormat::kGptqV2}) {
+    auto L = make_layer(bits, K, N, g, act_order, format, dtype, 100 * bits + m);
+    auto x = at::randn({m, K}, at::kFloat).to(dtype);
+    auto ref = at::matmul(x.to(at::kDouble), L.W.t());
+    auto dev = at::kCUDA;
+    c10::optional<at::Tensor> gi;
+    if (act_order) gi = L.g_idx.to(dev);
+    poison_cuda_allocator();
+    auto y = gptq::autogptq_gemm(x.to(dev), L.qweight.to(dev), L.qzeros.to(dev), L.scales.to(dev), gi, bits, g,
+                                 format);
+    ASSERT_TRUE(y.is_cuda());
+    ASSERT_EQ(y.sizes(), (std::vector<int64_t>{m, N}));
+    EXPECT_FALSE(at::isnan(y).any().item<bool>()) << "an output element was not written";
+    EXPECT_LT(rel_error(y, ref), dtype == at::kHalf ? 2e-3 : 1e-2)
+        << "bits " << bits << " act_order " << act_order << " m " << m << " format " << gptq::to_string(format);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(WidthsDtypesActOrderRows, GemmCuda,
+                         ::testing::Combine(::testing::Values(2, 3, 4, 8), ::testing::Values(at::kHalf, at::kBFloat16),
+                                            ::testing::Values(false, true), ::testing::Values(1, 3, 17)));
+
+TEST(GemmCudaExllamav2, ActOrderMatchesFloat64) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  for (int bits : {3, 4}) {
+    auto L = make_layer(bits, 1024, 256, 128, true, gptq::CheckpointFormat::kGptq, at::kHalf, 7 + bits);
+    auto [qs, perm] = gptq::exllamav2_prepare(L.qweight.cuda(), L.g_idx.cuda(), bits, 128);
+    auto x = at::randn({5, 1024}, at::kFloat).to(at::kHalf);
+    poison_cuda_allocator();
+    auto y = gptq::exllamav2_gemm(x.cuda(), qs, L.qzeros.cuda(), L.scales.cuda(), perm, bits, 128,
+                                  gptq::CheckpointFormat::kGptq);
+    EXPECT_LT(rel_error(y, at::matmul(x.to(at::kDouble), L.W.t())), 2e-3) << bits;
+  }
+}
+
+}  // namespace

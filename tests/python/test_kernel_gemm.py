@@ -1,0 +1,226 @@
+"""The GEMM ops (torch.ops.gptq.autogptq_gemm, exllamav2_prepare/exllamav2_gemm) against a float64
+reference: y = x W^T with W[n, k] = s[g, n] (q[k, n] - z[g, n]), g = g_idx[k], computed in float64
+from the integer codes.
+
+Tolerances: the kernels accumulate in fp32 and round y once to the output dtype, so the error is
+dominated by that rounding and by x itself being fp16/bf16 (x is the same in the reference):
+2e-3 for fp16 (2^-11 relative rounding, with margin for fp32 accumulation over K up to 28672) and
+1e-2 for bf16 (2^-8). On the CPU the reference path is fp32 throughout: 1e-5.
+Outputs are "poisoned": the caching allocator's free memory is filled with NaN before each call,
+so an element the kernel forgets to write shows up as NaN.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gptq  # noqa: F401  (registers torch.ops.gptq)
+from conftest import rel_error
+
+FMT = {"gptq": 1, "gptq_v2": 2}
+TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5}
+
+
+def make_layer(bits, K, N, group_size, act_order=False, fmt="gptq", dtype=torch.float16, device="cpu", seed=0):
+    """Random codes, zeros and scales, packed with the (separately tested) packing ops; returns the
+    op arguments and the float64 reference weight W [N, K]."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    G = 1 if group_size == -1 else -(-K // group_size)
+    q = torch.randint(0, 2**bits, (K, N), dtype=torch.int32, generator=gen)
+    z = torch.randint(0, 2**bits, (G, N), dtype=torch.int32, generator=gen)
+    s = (torch.rand(G, N, generator=gen) * 0.02 + 1e-3).to(dtype)
+    g_idx = torch.arange(K, dtype=torch.int32) // group_size if group_size != -1 else torch.zeros(K, dtype=torch.int32)
+    if act_order:
+        g_idx = g_idx[torch.randperm(K, generator=gen)]
+    stored_z = (z - 1) % 2**bits if fmt == "gptq" else z
+    qweight = torch.ops.gptq.pack_rows(q, bits)
+    qzeros = torch.ops.gptq.pack_cols(stored_z, bits)
+    dev = torch.device(device)
+    gl = g_idx.long().to(dev)
+    W = (s.to(dev).double()[gl] * (q.to(dev).double() - z.to(dev).double()[gl])).t()
+    return dict(qweight=qweight.to(dev), qzeros=qzeros.to(dev), scales=s.to(dev), g_idx=g_idx.to(dev),
+                bits=bits, group_size=group_size, fmt=FMT[fmt]), W
+
+
+def poison_cuda_allocator():
+    free = torch.empty(1 << 27, dtype=torch.float32, device="cuda")  # 512 MiB of NaN, then released
+    free.fill_(float("nan"))
+    del free
+
+
+def run_autogptq(L, x, pass_g_idx):
+    return torch.ops.gptq.autogptq_gemm(x, L["qweight"], L["qzeros"], L["scales"], L["g_idx"] if pass_g_idx else None,
+                                        L["bits"], L["group_size"], L["fmt"])
+
+
+# ---- CPU (runs in CI) -------------------------------------------------------------------------------
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_cpu_autogptq_gemm_matches_float64(bits, act_order):
+    L, W = make_layer(bits, 256, 96, 64, act_order=act_order, dtype=torch.float32, seed=bits)
+    x = torch.randn(5, 256)
+    y = run_autogptq(L, x, pass_g_idx=True)
+    assert y.shape == (5, 96) and y.dtype == torch.float32
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float32]
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_cpu_exllamav2_sort_then_gather_matches_float64(bits):
+    L, W = make_layer(bits, 384, 64, 128, act_order=True, fmt="gptq_v2", dtype=torch.float32, seed=7)
+    qs, perm = torch.ops.gptq.exllamav2_prepare(L["qweight"], L["g_idx"], bits, 128)
+    assert perm.dtype == torch.int32 and sorted(perm.tolist()) == list(range(384))
+    # After the sort, the groups are contiguous: g_idx[perm] is k // group_size.
+    assert torch.equal(L["g_idx"][perm.long()], torch.arange(384, dtype=torch.int32) // 128)
+    x = torch.randn(3, 384)
+    y = torch.ops.gptq.exllamav2_gemm(x, qs, L["qzeros"], L["scales"], perm, bits, 128, L["fmt"])
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float32]
+
+
+def test_exllamav2_prepare_refuses_uneven_groups():
+    L, _ = make_layer(4, 256, 32, 64, dtype=torch.float32)
+    g = L["g_idx"].clone()
+    g[0] = 3  # group 3 now has 65 channels, group 0 has 63
+    with pytest.raises(RuntimeError, match="exllamav2_prepare: after sorting, g_idx must give every group"):
+        torch.ops.gptq.exllamav2_prepare(L["qweight"], g, 4, 64)
+
+
+def test_gemm_bad_inputs_name_op_and_rule():
+    L, _ = make_layer(4, 128, 32, 32, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="autogptq_gemm: x has 64 features but the layer has K = 128"):
+        run_autogptq(L, torch.randn(2, 64), True)
+    with pytest.raises(RuntimeError, match="autogptq_gemm: x must have the scales' dtype"):
+        run_autogptq(L, torch.randn(2, 128, dtype=torch.float64), True)
+    with pytest.raises(RuntimeError, match="autogptq_gemm: x must be 2-D"):
+        run_autogptq(L, torch.randn(2, 2, 128), True)
+
+
+def test_meta_shapes_for_torch_compile():
+    L, _ = make_layer(4, 128, 32, 32, dtype=torch.float16)
+    meta = {k: (v.to("meta") if isinstance(v, torch.Tensor) else v) for k, v in L.items()}
+    y = run_autogptq(meta, torch.empty(7, 128, dtype=torch.float16, device="meta"), True)
+    assert y.shape == (7, 32) and y.dtype == torch.float16 and y.device.type == "meta"
+
+
+# ---- CUDA -------------------------------------------------------------------------------------------
+REAL_SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672), (28672, 8192)]
+
+
+def check_cuda(bits, K, N, group_size, m, act_order, dtype=torch.float16, fmt="gptq", pass_g_idx=None, seed=0):
+    L, W = make_layer(bits, K, N, group_size, act_order=act_order, fmt=fmt, dtype=dtype, device="cuda", seed=seed)
+    x = torch.randn(m, K, device="cuda").to(dtype)
+    ref = x.double() @ W.t()
+    poison_cuda_allocator()
+    y = run_autogptq(L, x, act_order if pass_g_idx is None else pass_g_idx)
+    torch.cuda.synchronize()
+    assert y.shape == (m, N) and y.dtype == dtype
+    assert not torch.isnan(y).any(), "an output element was not written"
+    err = rel_error(y, ref)
+    assert err < TOL[dtype], f"bits={bits} K={K} N={N} g={group_size} m={m} act_order={act_order}: {err:.2e}"
+    return L, W, x, ref
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("K,N", REAL_SHAPES)
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_cuda_autogptq_real_shapes_m1(K, N, bits):
+    check_cuda(bits, K, N, 128, 1, act_order=False, seed=K + N + bits)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("m", [1, 3, 17, 64])
+@pytest.mark.parametrize("group_size", [32, 128, -1])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_cuda_autogptq_bits_groups_m_act_order(bits, m, group_size, act_order):
+    if act_order and group_size == -1:
+        pytest.skip("one group: act-order changes nothing")
+    check_cuda(bits, 4096, 4096 if m < 64 else 1024, group_size, m, act_order, seed=bits * 100 + m)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fmt", ["gptq", "gptq_v2"])
+@pytest.mark.parametrize("m", [1, 4, 16])
+def test_cuda_autogptq_dtypes_and_formats(dtype, fmt, m):
+    check_cuda(4, 11008, 4096, 128, m, act_order=(m == 4), dtype=dtype, fmt=fmt)
+    check_cuda(3, 4096, 11008, 128, m, act_order=False, dtype=dtype, fmt=fmt)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_cuda_autogptq_odd_group_counts_and_ragged_shapes(bits):
+    # K = 4160 = 32 * 130, N = 544 (not a multiple of the kernel's 128-column block). Group 96 gives
+    # 44 groups, the last one short; group 40 divides no packing period of 2 or 3 bits, so the
+    # kernel decodes groups per input channel.
+    for g in (96, 40):
+        check_cuda(bits, 4160, 544, g, 3, act_order=False, seed=g + bits)
+    check_cuda(bits, 4160, 544, 96, 1, act_order=True, seed=bits)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("K,N", [(4096, 4096), (8192, 28672)])
+def test_cuda_large_m_uses_cublas_path(K, N):
+    check_cuda(4, K, N, 128, 4096 if K == 4096 else 256, act_order=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", [3, 4, 8])
+@pytest.mark.parametrize("m", [1, 5, 64])
+def test_cuda_exllamav2_act_order(bits, m):
+    L, W = make_layer(bits, 4096, 4096, 128, act_order=True, device="cuda", seed=bits + m)
+    qs, perm = torch.ops.gptq.exllamav2_prepare(L["qweight"], L["g_idx"], bits, 128)
+    x = torch.randn(m, 4096, device="cuda").half()
+    poison_cuda_allocator()
+    y = torch.ops.gptq.exllamav2_gemm(x, qs, L["qzeros"], L["scales"], perm, bits, 128, L["fmt"])
+    assert not torch.isnan(y).any()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+
+
+@pytest.mark.gpu
+def test_cuda_graph_capture_replays_the_same_output():
+    L, W = make_layer(4, 4096, 4096, 128, device="cuda")
+    x = torch.randn(1, 4096, device="cuda").half()
+    run_autogptq(L, x, False)  # warm up outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = run_autogptq(L, x, False)
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+
+
+def run_exllamav2(L, x, act_order):
+    if act_order:
+        qs, perm = torch.ops.gptq.exllamav2_prepare(L["qweight"], L["g_idx"], L["bits"], L["group_size"])
+    else:
+        qs, perm = L["qweight"], None
+    poison_cuda_allocator()
+    return torch.ops.gptq.exllamav2_gemm(x, qs, L["qzeros"], L["scales"], perm, L["bits"], L["group_size"], L["fmt"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("K,N", REAL_SHAPES)
+@pytest.mark.parametrize("act_order", [False, True])
+def test_cuda_exllamav2_half2_path_real_shapes(K, N, act_order):
+    # fp16, 4 bits, m = 1: the half2 kernel (products rounded to fp16, sums in fp32).
+    L, W = make_layer(4, K, N, 128, act_order=act_order, device="cuda", seed=K - N)
+    x = torch.randn(1, K, device="cuda").half()
+    y = run_exllamav2(L, x, act_order)
+    assert not torch.isnan(y).any()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("group_size", [32, 64, -1])
+@pytest.mark.parametrize("fmt", ["gptq", "gptq_v2"])
+def test_cuda_exllamav2_half2_path_groups_formats_and_large_activations(group_size, fmt):
+    L, W = make_layer(4, 4096, 1056, group_size, fmt=fmt, device="cuda", seed=3)
+    x = torch.randn(1, 4096, device="cuda")
+    x[0, ::97] *= 2000  # outlier channels as in real LLM activations: no fp16 overflow in the partial sums
+    x = x.half()
+    y = run_exllamav2(L, x, False)
+    assert torch.isfinite(y).all()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]

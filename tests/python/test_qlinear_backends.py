@@ -1,0 +1,119 @@
+"""QuantLinear's kernel backends: the automatic choice, explicit names and AutoGPTQ's aliases,
+refusals with reasons, post_init_model's summary line, and (on a GPU) every backend against the float64
+reference, torch.compile(fullgraph=True) and CUDA graph capture of a model made of QuantLinear layers.
+
+Tolerance 2e-3 (fp16): kernels accumulate in fp32 and round y once to fp16; the bias add rounds once more.
+"""
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import rel_error
+from gptq.nn import ALIASES, QuantLinear, post_init_model
+from reference import ref_dequantize, ref_pack_cols, ref_pack_rows
+
+
+def random_layer(bits, K, N, g, act_order=False, bias=True, dtype=torch.float16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    G = 1 if g == -1 else -(-K // g)
+    q = torch.randint(0, 2**bits, (K, N), dtype=torch.int32, generator=gen)
+    z = torch.randint(0, 2**bits, (G, N), dtype=torch.int32, generator=gen)
+    s = (torch.rand(G, N, generator=gen) * 0.02 + 1e-3).to(dtype)
+    gi = torch.arange(K, dtype=torch.int32) // g if g != -1 else torch.zeros(K, dtype=torch.int32)
+    if act_order:
+        gi = gi[torch.randperm(K, generator=gen)]
+    b = torch.randn(N, generator=gen).to(dtype) if bias else None
+    layer = QuantLinear.from_tensors(ref_pack_rows(q, bits), ref_pack_cols((z - 1) % 2**bits, bits), s, gi, b,
+                                     bits=bits, group_size=g)
+    return layer, ref_dequantize(q, z, s, gi), b
+
+
+def test_auto_on_cpu_is_torch_and_cuda_names_are_refused_with_reason():
+    layer, _, _ = random_layer(4, 128, 32, 32)
+    layer.post_init()
+    assert layer.backend.name == "torch"
+    for name in ("autogptq", "exllamav2", "cuda", "exllama"):
+        with pytest.raises(ValueError, match=f"backend '{ALIASES.get(name, name)}' cannot run on cpu: needs a CUDA device"):
+            layer.post_init(backend=name)
+
+
+def test_autogptq_kernel_names_map_to_ours():
+    assert ALIASES["cuda"] == "autogptq" and ALIASES["cuda-old"] == "autogptq" and ALIASES["triton"] == "autogptq"
+    assert ALIASES["exllama"] == "exllamav2"
+
+
+def test_post_init_model_logs_one_summary_line(caplog):
+    model = nn.Sequential(random_layer(4, 128, 64, 32)[0], nn.ReLU(), random_layer(4, 64, 32, 32)[0])
+    with caplog.at_level(logging.INFO, logger="gptq"):
+        line = post_init_model(model)
+    assert line == "gptq: 2 QuantLinear layers -> torch (4-bit g32, cpu)"
+    assert [r.getMessage() for r in caplog.records] == [line]
+
+
+# ---- GPU ----------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["autogptq", "exllamav2", "torch"])
+@pytest.mark.parametrize("bits", [3, 4])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_cuda_backends_match_float64(backend, bits, act_order):
+    layer, W, b = random_layer(bits, 1024, 512, 128, act_order=act_order, seed=bits)
+    layer = layer.cuda()
+    layer.post_init(backend=backend)
+    assert layer.backend.name == backend
+    for m in (1, 3, 17):
+        x = torch.randn(m, 1024).half()
+        y = layer(x.cuda())
+        assert rel_error(y, x.double() @ W.t() + b.double()) < 2e-3, (backend, m)
+
+
+@pytest.mark.gpu
+def test_cuda_auto_prefers_exllamav2_for_act_order_and_autogptq_otherwise():
+    plain, _, _ = random_layer(4, 256, 64, 64)
+    act, _, _ = random_layer(4, 256, 64, 64, act_order=True)
+    model = nn.Sequential(plain, act).cuda()
+    line = post_init_model(model)
+    assert plain.backend.name == "autogptq" and act.backend.name == "exllamav2"
+    major, minor = torch.cuda.get_device_capability()
+    assert line.startswith("gptq: 2 QuantLinear layers -> ") and f"sm_{major}{minor}" in line
+
+
+def small_model():
+    torch.manual_seed(0)
+    layers = [random_layer(4, 512, 1024, 128, act_order=True, seed=1)[0], nn.SiLU(),
+              random_layer(4, 1024, 512, 128, seed=2)[0], nn.SiLU(), random_layer(3, 512, 256, 128, seed=3)[0]]
+    model = nn.Sequential(*layers).cuda()
+    post_init_model(model)
+    return model
+
+
+@pytest.mark.gpu
+def test_cuda_torch_compile_fullgraph_matches_eager():
+    model = small_model()
+    x = torch.randn(2, 512, device="cuda").half()
+    eager = model(x)
+    compiled = torch.compile(model, fullgraph=True)  # fullgraph: any graph break is an error
+    # Inductor may fuse the bias add and SiLU (rounding once instead of twice): fp16-level agreement.
+    assert rel_error(compiled(x), eager) < 2e-3
+    x1 = torch.randn(1, 512, device="cuda").half()
+    assert rel_error(compiled(x1), model(x1)) < 2e-3
+
+
+@pytest.mark.gpu
+def test_cuda_graph_capture_of_the_model_replays_to_the_same_output():
+    model = small_model()
+    x = torch.randn(1, 512, device="cuda").half()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        model(x)  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y = model(x)
+    for _ in range(3):
+        x.copy_(torch.randn_like(x))
+        g.replay()
+        torch.testing.assert_close(y, model(x), rtol=0, atol=0)
