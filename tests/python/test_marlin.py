@@ -164,7 +164,8 @@ def run_case(K, N, bits, gs, ms, *, dtype=torch.float16, act_order=False, symmet
                              checkpoint_format=checkpoint_format, gen=gen)
     w = marlin.repack(packed["qweight"], packed["qzeros"], packed["scales"], packed["g_idx"], bits, gs,
                       checkpoint_format)
-    assert (w.zeros is None) == symmetric and (w.perm is None) == (not act_order)
+    # group_size -1 has one group, so any g_idx is the identity order
+    assert (w.zeros is None) == symmetric and (w.perm is None) == (not act_order or gs == -1)
     for m in ms:
         x = torch.randn(m, K, dtype=dtype, device="cuda")
         ref = reference(x, packed, bits, gs, checkpoint_format)
