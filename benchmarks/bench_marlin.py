@@ -118,12 +118,23 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(0)
     rows = []
+    meta = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,
+                gptq=gptq.__version__, python=platform.python_version(),
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                method="CUDA graph of R calls rotating > 100 MB of weight copies, median of 7 replays",
+                peak_bw_TBps=PEAK_BW / 1e12)
+
+    def save():  # after every row, so that a run cut short keeps what it measured
+        with open(args.out + ".json", "w") as f:
+            json.dump(dict(meta=meta, rows=rows), f, indent=1)
+
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  gptq {gptq.__version__}")
     print("main table: 4-bit symmetric, group 128, fp16 activations, mode auto")
     for K, N in SHAPES:
         for m in MS:
             r = bench_shape(K, N, m)
             rows.append(r)
+            save()
             print(fmt(r), flush=True)
     print("paths at medium/large M (fused kernel vs dequantize + cuBLAS):")
     for K, N in [(8192, 28672), (4096, 4096)]:
@@ -131,6 +142,7 @@ def main():
             for mode in ("fused", "dense"):
                 r = bench_shape(K, N, m, mode=mode, fp16=False)
                 rows.append(r)
+                save()
                 print(fmt(r), flush=True)
     if not args.quick:
         print("variants at 8192x8192:")
@@ -139,14 +151,9 @@ def main():
                        dict(dtype=torch.bfloat16), dict(bits=8, dtype=torch.bfloat16, asym=True)):
                 r = bench_shape(8192, 8192, m, fp16=False, **kw)
                 rows.append(r)
+                save()
                 print(fmt(r), flush=True)
-    meta = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,
-                gptq=gptq.__version__, python=platform.python_version(),
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                method="CUDA graph of R calls rotating > 100 MB of weight copies, median of 7 replays",
-                peak_bw_TBps=PEAK_BW / 1e12)
-    with open(args.out + ".json", "w") as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    save()
     print(f"wrote {args.out}.json")
 
 
