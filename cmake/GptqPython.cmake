@@ -14,6 +14,5 @@ set_target_properties(_C PROPERTIES CXX_VISIBILITY_PRESET hidden VISIBILITY_INLI
 # _C sits in gptq/, libgptq in gptq/lib/. torch's libraries are found because `import torch` has
 # loaded them before gptq loads _C.
 set_target_properties(_C PROPERTIES INSTALL_RPATH "$ORIGIN/lib" BUILD_WITH_INSTALL_RPATH OFF)
-set_target_properties(gptq PROPERTIES INSTALL_RPATH "$ORIGIN")
 install(TARGETS _C LIBRARY DESTINATION ${GPTQ_INSTALL_PYDIR})
 install(FILES "${CMAKE_CURRENT_BINARY_DIR}/_build_info.json" DESTINATION ${GPTQ_INSTALL_PYDIR})
