@@ -75,8 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> marlin_repack_impl(
   const int64_t K = s.K, N = s.N;
   const int64_t K_pad = round_up(std::max<int64_t>(K, 1), kMarlinTileK), N_pad = round_up(std::max<int64_t>(N, 1), kMarlinTileN);
   const int64_t rows = marlin_group_rows(group_size, K_pad);
-  GPTQ_CHECK(marlin_group_ok(rows), op, "group_size must be -1, a power of two >= 16 dividing 128, or a multiple of ",
-             "128, got ", group_size);
+  GPTQ_CHECK(marlin_group_ok(rows), op, "group_size must be -1, 32, 64 or a multiple of 128, got ", group_size);
   const int64_t G_pad = (K_pad + rows - 1) / rows;
   const auto dev = qweight.device();
   const int64_t mask = (int64_t(1) << bits) - 1;
@@ -132,8 +131,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> marlin_repack_meta(
   const int64_t K_pad = round_up(std::max<int64_t>(s.K, 1), kMarlinTileK);
   const int64_t N_pad = round_up(std::max<int64_t>(s.N, 1), kMarlinTileN);
   const int64_t rows = marlin_group_rows(group_size, K_pad);
-  GPTQ_CHECK(marlin_group_ok(rows), op, "group_size must be -1, a power of two >= 16 dividing 128, or a multiple of ",
-             "128, got ", group_size);
+  GPTQ_CHECK(marlin_group_ok(rows), op, "group_size must be -1, 32, 64 or a multiple of 128, got ", group_size);
   const int64_t G_pad = (K_pad + rows - 1) / rows;
   return {at::empty({N_pad / kMarlinTileN, K_pad * 2 * bits}, qweight.options()),
           at::empty({G_pad, N_pad}, scales.options()), at::empty({G_pad, N_pad}, scales.options()),

@@ -16,8 +16,8 @@
 // group) and perm = nullopt when the layer has no act-order (perm is the identity): both facts are
 // known at load time (python: gptq.kernels.marlin.repack decides them).
 //
-// Supported: bits 4 or 8; group_size -1, or a power of two >= 16 (32, 64, 128 ...), or a multiple
-// of 128; x fp16 or bf16 with scales of the same dtype; CUDA devices sm_80 and newer; any M, any K
+// Supported: bits 4 or 8; group_size -1, 32, 64 or a multiple of 128 (128, 256 ...); x fp16 or
+// bf16 with scales of the same dtype; CUDA devices sm_80 and newer; any M, any K
 // and N the checkpoint format allows (K padded to 128 and N to 64 inside). Act-order needs every
 // group to hold exactly group_size rows, which GPTQ's desc_act produces; anything else is refused.
 #pragma once

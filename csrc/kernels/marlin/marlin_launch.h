@@ -40,9 +40,9 @@ struct MarlinGemmArgs {
   const void* zeros;      // [G_pad, N_pad] T, permuted, or nullptr (symmetric)
   void* out;              // [M, N] T
   float* partial;         // [splits, M, N_pad] fp32 when splits > 1 (need not be initialised)
-  int* counters;          // [ceil(M/64)... m_chunks * N_pad/64] int32, all zero on entry; left zero
+  int* counters;          // [m_chunks * ctas_n] int32, all zero on entry; left zero
   int64_t M, K, N, K_pad, N_pad;
-  int64_t group_size;     // rows per group after padding: a power of two >= 16, or K_pad (one group)
+  int64_t group_size;     // rows per group after padding: 32 or 64, or a multiple of 128 (K_pad: one group)
   int bits;               // 4 or 8
   int splits;             // CTAs sharing one output tile along K (see marlin_plan)
 };
@@ -51,6 +51,7 @@ struct MarlinGemmArgs {
 struct MarlinPlan {
   int m_blocks;   // 16-row mma blocks per CTA: 1, 2 or 4
   int m_chunks;   // ceil(M / (16 m_blocks))
+  int ctas_n;     // CTAs along N: ceil(N_pad / 256), four 64-column tiles (one per warp) each
   int splits;     // K splits
 };
 
@@ -61,8 +62,8 @@ MarlinPlan marlin_plan(int64_t M, int64_t K_pad, int64_t N_pad, int bits, bool b
 template <typename T>
 cudaError_t launch_marlin_gemm(const MarlinGemmArgs& args, const MarlinPlan& plan, cudaStream_t stream);
 
-// Dense W^T [K, N] (T) from the repacked layout (rows >= K and columns >= N dropped): the large-M
-// path hands it to cuBLAS.
+// Dense W [N, K] (T, nn.Linear's layout) from the repacked layout (rows >= K and columns >= N
+// dropped): the large-M path hands it to cuBLAS.
 template <typename T>
 cudaError_t launch_marlin_unpack(const void* qweight, const void* scales, const void* zeros, void* out, int64_t K,
                                  int64_t N, int64_t K_pad, int64_t N_pad, int64_t group_size, int bits,

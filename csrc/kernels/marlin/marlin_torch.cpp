@@ -4,7 +4,7 @@
 // Workspaces (allocated here per call, on the current stream's allocator): when the plan splits K
 // over several CTAs, an fp32 partial buffer [splits, M, N_pad] (uninitialised: every element is
 // written before it is read) and an int32 counter per output tile, zeroed; the kernel leaves the
-// counters at zero again.
+// counters at zero again. Large M: a dense W [N, K] (K*N*2 bytes) for cuBLAS.
 #include "marlin_torch.h"
 
 #include <ATen/ATen.h>
@@ -18,10 +18,10 @@
 namespace gptq::cuda {
 namespace {
 
-// From this many rows on, dequantizing W once (K*N*2 bytes written) and calling cuBLAS beats the
+// From this many rows on, dequantizing W once (K*N*2 bytes written, then read by cuBLAS) beats the
 // mma.sync kernel, which stops being memory-bound near M = 64 and runs at a fraction of cuBLAS's
-// rate beyond (benchmarks/bench_marlin.py measures both paths).
-constexpr int64_t kDenseMinRows = 512;
+// rate beyond (benchmarks/bench_marlin.py measures both paths around it).
+constexpr int64_t kDenseMinRows = 128;
 
 }  // namespace
 
@@ -56,8 +56,7 @@ at::Tensor marlin_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, cons
              " does not match qweight, repacked for N_pad = ", N_pad, " (N rounded up to 64)");
   const int64_t rows = detail::marlin_group_rows(group_size, K_pad);
   GPTQ_CHECK(group_size == -1 || group_size > 0, op, "group_size must be -1 or positive, got ", group_size);
-  GPTQ_CHECK(detail::marlin_group_ok(rows), op, "group_size ", group_size, " is not supported (-1, a power of two ",
-             ">= 16 dividing 128, or a multiple of 128)");
+  GPTQ_CHECK(detail::marlin_group_ok(rows), op, "group_size ", group_size, " is not supported (-1, 32, 64 or a multiple of 128)");
   const int64_t G_pad = (K_pad + rows - 1) / rows;
   GPTQ_CHECK(scales.dim() == 2 && scales.size(0) == G_pad && scales.size(1) == N_pad, op, "scales must be [",
              G_pad, ", ", N_pad, "] for K = ", K, ", group_size ", group_size, ", got ", scales.sizes());
@@ -94,7 +93,7 @@ at::Tensor marlin_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, cons
 
   const bool dense = mode == 2 || (mode == 0 && M >= kDenseMinRows);
   if (dense) {
-    auto w = at::empty({K, N}, x.options());
+    auto w = at::empty({N, K}, x.options());
     const cudaError_t err =
         bf16 ? launch_marlin_unpack<__nv_bfloat16>(qw.const_data_ptr(), sc.const_data_ptr(),
                                                    has_zp ? zp.const_data_ptr() : nullptr, w.data_ptr(), K, N, K_pad,
@@ -104,7 +103,7 @@ at::Tensor marlin_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, cons
                                             rows, static_cast<int>(bits), stream);
     GPTQ_CHECK(err == cudaSuccess, op, "dequantize launch failed for K = ", K, ", N = ", N, ": ",
                cudaGetErrorString(err));
-    return at::mm(x2, w).view(out_shape);
+    return at::linear(x2, w).view(out_shape);
   }
 
   // The kernel copies x in 16-byte chunks along K: pad rows to a multiple of 8 values with zeros.
@@ -118,7 +117,7 @@ at::Tensor marlin_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, cons
   at::Tensor partial, counters;
   if (plan.splits > 1) {
     partial = at::empty({plan.splits, M, N_pad}, x.options().dtype(at::kFloat));
-    counters = at::zeros({int64_t(plan.m_chunks) * (N_pad / detail::kMarlinTileN)}, x.options().dtype(at::kInt));
+    counters = at::zeros({int64_t(plan.m_chunks) * plan.ctas_n}, x.options().dtype(at::kInt));
   }
   MarlinGemmArgs args;
   args.x = x2.const_data_ptr();
