@@ -147,6 +147,22 @@ TEST_P(FormatCuda, DequantizeMatchesFloat64Reference) {
   }
 }
 
+TEST(FormatCudaEdges, EightBitWithKNotAMultipleOfTheStoreChunk) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  // 8-bit packing allows K = 36 (periods of 4 values): rows of W then do not start on 16-byte
+  // boundaries and N = 40 is not a multiple of the 64-row tile; both tails are exercised.
+  const int bits = 8;
+  const int64_t K = 36, N = 40, g = 32, G = 2;
+  at::manual_seed(77);
+  auto q = at::randint(0, 256, {K, N}, at::kInt);
+  auto z = at::randint(0, 256, {G, N}, at::kInt);
+  auto scales = (at::rand({G, N}) * 0.02 + 1e-3).to(at::kHalf);
+  auto g_idx = at::arange(K, at::kInt).div(g, "floor");
+  auto W = gptq::dequantize(ref_pack_rows(q, bits).cuda(), ref_pack_rows(z.t(), bits).t().contiguous().cuda(),
+                            scales.cuda(), g_idx.cuda(), bits, g, gptq::CheckpointFormat::kGptqV2);
+  EXPECT_LT(rel_error(W, ref_dequantize(q, z, scales, g_idx)), 2e-3);
+}
+
 INSTANTIATE_TEST_SUITE_P(WidthsDtypes, FormatCuda,
                          ::testing::Combine(::testing::Values(2, 3, 4, 8),
                                             ::testing::Values(at::kHalf, at::kBFloat16, at::kFloat),
