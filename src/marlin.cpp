@@ -54,10 +54,10 @@ at::Tensor slice_order(int64_t bits) {
   return at::tensor(idx, at::kLong);
 }
 
-// [G, N] -> [G_pad, N_pad] zero-padded, then columns permuted within each 64-column tile: position
+// [G, N] -> [G_pad, N_pad] padded with `fill`, then columns permuted within each 64-column tile: position
 // g*8 + j takes column 8j + g.
-at::Tensor permute_group_rows(const at::Tensor& v, int64_t G_pad, int64_t N_pad) {
-  auto p = at::zeros({G_pad, N_pad}, v.options());
+at::Tensor permute_group_rows(const at::Tensor& v, int64_t G_pad, int64_t N_pad, double fill) {
+  auto p = at::full({G_pad, N_pad}, fill, v.options());
   p.narrow(0, 0, v.size(0)).narrow(1, 0, v.size(1)).copy_(v);
   return p.view({G_pad, N_pad / 64, 8, 8}).transpose(2, 3).reshape({G_pad, N_pad});
 }
@@ -115,8 +115,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> marlin_repack_impl(
   words = at::where(words >= (int64_t(1) << 31), words - (int64_t(1) << 32), words).to(at::kInt);
   auto qweight_r = words.reshape({NT, KT * (1024 / per_word)});
 
-  auto scales_r = permute_group_rows(scales, G_pad, N_pad);
-  auto zeros_r = permute_group_rows(zeros.to(scales.scalar_type()), G_pad, N_pad);
+  auto scales_r = permute_group_rows(scales, G_pad, N_pad, 0.0);
+  // Padding zeros with the symmetric value keeps "every zero is 2^(bits-1)" a test on the whole tensor.
+  auto zeros_r = permute_group_rows(zeros.to(scales.scalar_type()), G_pad, N_pad, double(int64_t(1) << (bits - 1)));
   return {qweight_r, scales_r, zeros_r, perm};
 }
 

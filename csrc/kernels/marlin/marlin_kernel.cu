@@ -123,6 +123,14 @@ struct Pair<__nv_bfloat16> {
 // sub-tiles: b[j][0] = rows (2t, 2t+1), b[j][1] = rows (2t+8, 2t+9) of column 8j + g, as (q - z) * s
 // rounded once to T. prep() turns a group's scales and zeros (words i = sub-tiles 2i, 2i+1, as
 // loaded) into per-sub-tile constants once per group; apply() runs per slice.
+// (q - z) times the scale (rounded once), or (q - z) alone (exact) when the scale is applied to the
+// fp32 sums of the group instead.
+template <bool SCALED, typename P>
+__device__ __forceinline__ uint32_t scl(uint32_t v, uint32_t s) {
+  if constexpr (SCALED) return P::mul(v, s);
+  return v;
+}
+
 template <typename T, int BITS>
 struct Dequant;
 
@@ -139,6 +147,7 @@ struct Dequant<__half, 4> {
       z[2 * w + 1] = P::sub(0u, P::add(dup_hi(zw[w]), 0x54005400));     // -(64 + z), exact
     }
   }
+  template <bool SCALED>
   __device__ __forceinline__ void apply(const uint32_t (&q)[4], uint32_t (&b)[8][2]) const {
     using P = Pair<__half>;
     constexpr uint32_t kMagic = 0x64006400;      // fp16 1024: (q & 0xf) | magic = 1024 + q
@@ -146,11 +155,11 @@ struct Dequant<__half, 4> {
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       const uint32_t x = q[w], y = q[w] >> 8;
-      b[2 * w][0] = P::mul(P::sub((x & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
-      b[2 * w][1] = P::mul(P::sub((y & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
+      b[2 * w][0] = scl<SCALED, P>(P::sub((x & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
+      b[2 * w][1] = scl<SCALED, P>(P::sub((y & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
       // high nibbles: 1024 + 16q; (1024 + 16q)/16 - (64 + z) = q - z in one exact fma
-      b[2 * w + 1][0] = P::mul(P::fma((x & 0x00f000f0) | kMagic, kSixteenth, z[2 * w + 1]), s[2 * w + 1]);
-      b[2 * w + 1][1] = P::mul(P::fma((y & 0x00f000f0) | kMagic, kSixteenth, z[2 * w + 1]), s[2 * w + 1]);
+      b[2 * w + 1][0] = scl<SCALED, P>(P::fma((x & 0x00f000f0) | kMagic, kSixteenth, z[2 * w + 1]), s[2 * w + 1]);
+      b[2 * w + 1][1] = scl<SCALED, P>(P::fma((y & 0x00f000f0) | kMagic, kSixteenth, z[2 * w + 1]), s[2 * w + 1]);
     }
   }
 };
@@ -168,16 +177,17 @@ struct Dequant<__nv_bfloat16, 4> {
       z[2 * w + 1] = P::add(dup_hi(zw[w]), 0x43004300);
     }
   }
+  template <bool SCALED>
   __device__ __forceinline__ void apply(const uint32_t (&q)[4], uint32_t (&b)[8][2]) const {
     using P = Pair<__nv_bfloat16>;
     constexpr uint32_t kMagic = 0x43004300;  // bf16 128: 128 + q exact for q < 128
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       const uint32_t x = q[w];
-      b[2 * w][0] = P::mul(P::sub((x & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
-      b[2 * w + 1][0] = P::mul(P::sub(((x >> 4) & 0x000f000f) | kMagic, z[2 * w + 1]), s[2 * w + 1]);
-      b[2 * w][1] = P::mul(P::sub(((x >> 8) & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
-      b[2 * w + 1][1] = P::mul(P::sub(((x >> 12) & 0x000f000f) | kMagic, z[2 * w + 1]), s[2 * w + 1]);
+      b[2 * w][0] = scl<SCALED, P>(P::sub((x & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
+      b[2 * w + 1][0] = scl<SCALED, P>(P::sub(((x >> 4) & 0x000f000f) | kMagic, z[2 * w + 1]), s[2 * w + 1]);
+      b[2 * w][1] = scl<SCALED, P>(P::sub(((x >> 8) & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
+      b[2 * w + 1][1] = scl<SCALED, P>(P::sub(((x >> 12) & 0x000f000f) | kMagic, z[2 * w + 1]), s[2 * w + 1]);
     }
   }
 };
@@ -195,13 +205,14 @@ struct Dequant<__half, 8> {
       z[2 * w + 1] = P::add(dup_hi(zw[w]), 0x64006400);
     }
   }
+  template <bool SCALED>
   __device__ __forceinline__ void apply(const uint32_t (&q)[8], uint32_t (&b)[8][2]) const {
     using P = Pair<__half>;
     constexpr uint32_t kMagic = 0x64006400;  // 1024 + q exact for q < 1024
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      b[j][0] = P::mul(P::sub((q[j] & 0x00ff00ff) | kMagic, z[j]), s[j]);
-      b[j][1] = P::mul(P::sub(((q[j] >> 8) & 0x00ff00ff) | kMagic, z[j]), s[j]);
+      b[j][0] = scl<SCALED, P>(P::sub((q[j] & 0x00ff00ff) | kMagic, z[j]), s[j]);
+      b[j][1] = scl<SCALED, P>(P::sub(((q[j] >> 8) & 0x00ff00ff) | kMagic, z[j]), s[j]);
     }
   }
 };
@@ -219,15 +230,16 @@ struct Dequant<__nv_bfloat16, 8> {
       z[2 * w + 1] = 8388608.f + P::hi(zw[w]);
     }
   }
+  template <bool SCALED>
   __device__ __forceinline__ void apply(const uint32_t (&q)[8], uint32_t (&b)[8][2]) const {
     using P = Pair<__nv_bfloat16>;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const uint32_t x = q[j];
-      const float r0 = (__uint_as_float(0x4B000000u | (x & 0xff)) - z[j]) * s[j];
-      const float r8 = (__uint_as_float(0x4B000000u | ((x >> 8) & 0xff)) - z[j]) * s[j];
-      const float r1 = (__uint_as_float(0x4B000000u | ((x >> 16) & 0xff)) - z[j]) * s[j];
-      const float r9 = (__uint_as_float(0x4B000000u | (x >> 24)) - z[j]) * s[j];
+      const float r0 = (__uint_as_float(0x4B000000u | (x & 0xff)) - z[j]) * (SCALED ? s[j] : 1.f);
+      const float r8 = (__uint_as_float(0x4B000000u | ((x >> 8) & 0xff)) - z[j]) * (SCALED ? s[j] : 1.f);
+      const float r1 = (__uint_as_float(0x4B000000u | ((x >> 16) & 0xff)) - z[j]) * (SCALED ? s[j] : 1.f);
+      const float r9 = (__uint_as_float(0x4B000000u | (x >> 24)) - z[j]) * (SCALED ? s[j] : 1.f);
       b[j][0] = P::pack(r0, r1);
       b[j][1] = P::pack(r8, r9);
     }
@@ -325,14 +337,20 @@ __global__ void __launch_bounds__(kThreads) marlin_gemm_kernel(MarlinGemmArgs a)
     }
   };
 
-  float acc[MB][8][4];
+  // With one 16-row block (M <= 16, decoding) the scales are applied to fp32 sums: each group's
+  // products (q - z) * x (exact in fp16, summed in fp32 by the mma) collect in `part`, which is
+  // scaled into `acc` when the group ends. That saves the per-weight multiply; with more blocks the
+  // registers of a second accumulator set are not there, and the multiply stays in the dequant.
+  constexpr bool kScaleAfter = MB == 1;
+  float acc[MB][8][4], part[MB][8][4];
 #pragma unroll
   for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[mb][j][e] = 0.f;
+      for (int e = 0; e < 4; ++e) acc[mb][j][e] = part[mb][j][e] = 0.f;
   const uint32_t zsym = symmetric_zero_pair<T, BITS>();
+  const int g = lane >> 2, t = lane & 3;
 
   Dequant<T, BITS> dq;
   auto prep = [&](const int4* S, const int4* Z, int row) {
@@ -353,15 +371,38 @@ __global__ void __launch_bounds__(kThreads) marlin_gemm_kernel(MarlinGemmArgs a)
       ldmatrix_x4(af[mb], A + r * C::kChunks + (c ^ (r & 7)));
     }
     uint32_t b[8][2];
-    dq.apply(q, b);
+    dq.template apply<!kScaleAfter>(q, b);
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
-      for (int mb = 0; mb < MB; ++mb) mma_16816<T>(acc[mb][j], af[mb], b[j]);
+      for (int mb = 0; mb < MB; ++mb) mma_16816<T>(kScaleAfter ? part[mb][j] : acc[mb][j], af[mb], b[j]);
   };
-  // Warp w computes its own 64-column tile over all 8 slices of the stage: the group's scales are
-  // prepared once per group, not once per slice.
-  auto compute_stage = [&](int buf) {
+  // acc += scale * part for the group in scale row `row`; lane (g, t) holds columns 8j + 2t + e,
+  // whose scales sit at int4 2t + e of the permuted row (position c*8 + j holds column 8j + c).
+  auto flush = [&](const int4* S, int row) {
+    if constexpr (kScaleAfter) {
+      uint32_t w0[4], w1[4];
+      words_of(S[row * 8 + 2 * t], w0);
+      words_of(S[row * 8 + 2 * t + 1], w1);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float s0 = (j & 1) ? Pair<T>::hi(w0[j >> 1]) : Pair<T>::lo(w0[j >> 1]);
+        const float s1 = (j & 1) ? Pair<T>::hi(w1[j >> 1]) : Pair<T>::lo(w1[j >> 1]);
+#pragma unroll
+        for (int mb = 0; mb < MB; ++mb) {
+          acc[mb][j][0] += s0 * part[mb][j][0];
+          acc[mb][j][1] += s1 * part[mb][j][1];
+          acc[mb][j][2] += s0 * part[mb][j][2];
+          acc[mb][j][3] += s1 * part[mb][j][3];
+#pragma unroll
+          for (int e = 0; e < 4; ++e) part[mb][j][e] = 0.f;
+        }
+      }
+    }
+  };
+  // Warp w computes its own 64-column tile over all 8 slices of the stage: the group's constants
+  // are prepared once per group, not once per slice.
+  auto compute_stage = [&](int buf, int st) {
     if (warp >= tiles) return;
     const int4* B = sB + buf * C::kBStage + warp * C::kBTile;
     const int4* A = sA + buf * C::kAStage;
@@ -371,11 +412,15 @@ __global__ void __launch_bounds__(kThreads) marlin_gemm_kernel(MarlinGemmArgs a)
       prep(S, Z, 0);
 #pragma unroll
       for (int i = 0; i < kSlices; ++i) slice(B, A, i);
+      // The group ends with this stage, or this CTA's K range does.
+      if ((int64_t(st + 1) * kMarlinTileK) % gs == 0 || st == st1 - 1) flush(S, 0);
     } else {
+      const int per_group = 1 << slice_shift;  // 2 or 4 slices
 #pragma unroll
       for (int i = 0; i < kSlices; ++i) {
-        if ((i & ((1 << slice_shift) - 1)) == 0) prep(S, Z, i >> slice_shift);
+        if ((i & (per_group - 1)) == 0) prep(S, Z, i >> slice_shift);
         slice(B, A, i);
+        if ((i & (per_group - 1)) == per_group - 1) flush(S, i >> slice_shift);
       }
     }
   };
@@ -391,13 +436,12 @@ __global__ void __launch_bounds__(kThreads) marlin_gemm_kernel(MarlinGemmArgs a)
     const int nxt = it + kStages - 1;
     if (nxt < nst) load_stage(nxt % kStages, st0 + nxt);
     cp_async_commit();
-    compute_stage(it % kStages);
+    compute_stage(it % kStages, st0 + it);
   }
   cp_async_wait<0>();
 
   // Epilogue. Lane (g, t) holds rows g, g+8 of each 16-row block and columns 8j + 2t, 8j + 2t + 1.
   T* out = static_cast<T*>(a.out);
-  const int g = lane >> 2, t = lane & 3;
   if (warp < tiles) {
     const int64_t nb = int64_t(nt0 + warp) * kMarlinTileN;
 #pragma unroll
@@ -471,7 +515,7 @@ __global__ void __launch_bounds__(256) marlin_unpack_kernel(const int4* __restri
   Dequant<T, BITS> dq;
   dq.prep(s4, z4);
   uint32_t b[8][2];
-  dq.apply(q, b);
+  dq.apply<true>(q, b);
   const int g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
@@ -567,9 +611,9 @@ MarlinPlan marlin_plan(int64_t M, int64_t K_pad, int64_t N_pad, int bits, bool b
   }
   const int64_t tiles = int64_t(plan.ctas_n) * plan.m_chunks;
   const int64_t stages = K_pad / kMarlinTileK;
-  // One wave of resident CTAs; every split keeps at least four stages so the pipeline has work.
+  // One wave of resident CTAs; every split keeps at least two stages.
   int64_t splits = tiles >= slots ? 1 : slots / tiles;
-  splits = std::min<int64_t>(splits, std::max<int64_t>(1, stages / 4));
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, stages / 2));
   plan.splits = static_cast<int>(std::max<int64_t>(splits, 1));
   return plan;
 }

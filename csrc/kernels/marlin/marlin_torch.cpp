@@ -18,10 +18,16 @@
 namespace gptq::cuda {
 namespace {
 
-// From this many rows on, dequantizing W once (K*N*2 bytes written, then read by cuBLAS) beats the
-// mma.sync kernel, which stops being memory-bound near M = 64 and runs at a fraction of cuBLAS's
-// rate beyond (benchmarks/bench_marlin.py measures both paths around it).
-constexpr int64_t kDenseMinRows = 128;
+// Dequantizing W once (K*N*2 bytes written, then read by cuBLAS) beats the mma.sync kernel from
+// some M on: the kernel stops being memory-bound near M = 32-64 and then runs at a fraction of
+// cuBLAS's rate. Where, depends on the layer size (measured on the H100, benchmarks/results/
+// marlin_h100*.json, "paths" rows): from M = 256 on every layer, from 128 on layers up to 128 M
+// weights, from 33 on layers up to 64 M weights (4096 x 4096: 25 us dense against 55 us fused at
+// M = 64), whose dense copy also stays in the 50 MB L2.
+bool use_dense(int64_t M, int64_t K, int64_t N) {
+  const int64_t weights = K * N;
+  return M >= 256 || (M >= 128 && weights <= (int64_t(128) << 20)) || (M > 32 && weights <= (int64_t(64) << 20));
+}
 
 }  // namespace
 
@@ -91,7 +97,7 @@ at::Tensor marlin_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, cons
   const auto stream = at::cuda::getCurrentCUDAStream().stream();
   const bool bf16 = x.scalar_type() == at::kBFloat16;
 
-  const bool dense = mode == 2 || (mode == 0 && M >= kDenseMinRows);
+  const bool dense = mode == 2 || (mode == 0 && use_dense(M, K, N));
   if (dense) {
     auto w = at::empty({N, K}, x.options());
     const cudaError_t err =
