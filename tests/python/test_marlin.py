@@ -226,8 +226,17 @@ def test_gemm_split_k_is_deterministic():
     w = marlin.repack(packed["qweight"], packed["qzeros"], packed["scales"], packed["g_idx"], 4, 128)
     x = torch.randn(5, 4096, dtype=torch.float16, device="cuda")
     first = marlin.gemm(x, w, "fused")
+    assert rel_error(first, reference(x, packed, 4, 128, "gptq")) < 2e-3
     for _ in range(5):
         assert torch.equal(marlin.gemm(x, w, "fused"), first)
+    # The split-K counters are kept per stream and left at zero: another stream, then back.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        on_side = marlin.gemm(x, w, "fused")
+    torch.cuda.current_stream().wait_stream(side)
+    assert torch.equal(on_side, first)
+    assert torch.equal(marlin.gemm(x, w, "fused"), first)
 
 
 @pytest.mark.gpu

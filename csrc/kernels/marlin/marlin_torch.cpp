@@ -1,10 +1,13 @@
 // Torch adapter of the Marlin GEMM: validates the repacked layer against x, gathers x's columns for
 // act-order layers, picks the path by M and launches on the current stream.
 //
-// Workspaces (allocated here per call, on the current stream's allocator): when the plan splits K
-// over several CTAs, an fp32 partial buffer [splits, M, N_pad] (uninitialised: every element is
-// written before it is read) and an int32 counter per output tile, zeroed; the kernel leaves the
-// counters at zero again. Large M: a dense W [N, K] (K*N*2 bytes) for cuBLAS.
+// Workspaces, when the plan splits K over several CTAs: an fp32 partial buffer [splits, M, N_pad]
+// allocated per call (uninitialised: every element is written before it is read), and an int32
+// counter per output tile, which must be zero on entry. The kernel leaves every counter it used at
+// zero again, so the counters live in one buffer per (device, stream), zeroed once when it is
+// created (or grown) and reused by every later call on that stream: no memset per call. Calls on
+// one stream are ordered, so they never share counters at the same time. (Two CUDA graphs captured
+// on one stream and replayed concurrently on different streams would; replay them in order.) Large M: a dense W [N, K] (K*N*2 bytes) for cuBLAS.
 #include "marlin_torch.h"
 
 #include <ATen/ATen.h>
@@ -15,8 +18,25 @@
 #include "kernels/marlin/marlin_launch.h"
 #include "marlin_internal.h"
 
+#include <map>
+#include <mutex>
+#include <utility>
+
 namespace gptq::cuda {
 namespace {
+
+at::Tensor stream_counters(const at::Tensor& like, int64_t count, cudaStream_t stream) {
+  static std::mutex mu;
+  // Never destroyed: freeing CUDA memory during static destruction, after the runtime may be gone,
+  // would crash at exit.
+  static auto* cache = new std::map<std::pair<int, cudaStream_t>, at::Tensor>();
+  std::lock_guard<std::mutex> lock(mu);
+  auto& t = (*cache)[{like.get_device(), stream}];
+  if (!t.defined() || t.numel() < count) {
+    t = at::zeros({std::max<int64_t>(count, 4096)}, like.options().dtype(at::kInt));
+  }
+  return t;
+}
 
 // Dequantizing W once (K*N*2 bytes written, then read by cuBLAS) beats the mma.sync kernel from
 // some M on: the kernel stops being memory-bound near M = 32-64 and then runs at a fraction of
@@ -123,7 +143,7 @@ at::Tensor marlin_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, cons
   at::Tensor partial, counters;
   if (plan.splits > 1) {
     partial = at::empty({plan.splits, M, N_pad}, x.options().dtype(at::kFloat));
-    counters = at::zeros({int64_t(plan.m_chunks) * plan.ctas_n}, x.options().dtype(at::kInt));
+    counters = stream_counters(x, int64_t(plan.m_chunks) * plan.ctas_n, stream);
   }
   MarlinGemmArgs args;
   args.x = x2.const_data_ptr();
