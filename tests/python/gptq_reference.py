@@ -23,8 +23,8 @@ import torch
 
 def grid(x: torch.Tensor, maxq: int, sym: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero [N] of the min-max grid of each row of x [N, m]."""
-    xmin = x.min(1).values.clamp(max=0)
-    xmax = x.max(1).values.clamp(min=0)
+    xmin = x.amin(1).clamp(max=0)
+    xmax = x.amax(1).clamp(min=0)
     if sym:
         xmax = torch.maximum(xmin.abs(), xmax)
         xmin = torch.where(xmin < 0, -xmax, xmin)
@@ -68,7 +68,7 @@ def gptq_reference(W, H, bits, group_size, sym, desc_act, static_groups, damp_pe
         col_group = torch.arange(K) // gs
     follow_p = None if follow is None else follow.long()[:, perm]
     codes = torch.zeros(N, K, dtype=torch.long)
-    loss = 0.0
+    loss = torch.zeros((), dtype=torch.float64)
     ties = 0
     for p in range(K):
         g = int(col_group[p])
@@ -79,19 +79,23 @@ def gptq_reference(W, H, bits, group_size, sym, desc_act, static_groups, damp_pe
         t = x / s
         q = torch.clamp(torch.round(t) + z, 0, maxq)
         if follow_p is not None:
-            near_tie = (t - torch.floor(t) - 0.5).abs() <= tie_band * torch.clamp(t.abs(), min=1.0)
             other = follow_p[:, p].double()
-            adopt = near_tie & (other != q) & ((other - q).abs() == 1)
-            ties += int(adopt.sum())
-            q = torch.where(adopt, other, q)
+            differ = other != q
+            if differ.any():  # rare: look at the tie test only then
+                near_tie = (t - torch.floor(t) - 0.5).abs() <= tie_band * torch.clamp(t.abs(), min=1.0)
+                adopt = near_tie & differ & ((other - q).abs() == 1)
+                ties += int(adopt.sum())
+                q = torch.where(adopt, other, q)
         dq = s * (q - z)
         d = Hinv[p, p]
-        loss += float(((x - dq) ** 2).sum() / d / 2)
-        err = (x - dq) / d
+        r = x - dq
+        loss += (r @ r) / d / 2
+        err = r / d
         W[:, p + 1:] -= err[:, None] * Hinv[p, p + 1:][None, :]
         # Only the not-yet-quantized block of the inverse is needed from here on.
         Hinv[p + 1:, p + 1:] -= torch.outer(Hinv[p + 1:, p], Hinv[p, p + 1:]) / d
         codes[:, p] = q.long()
+    loss = float(loss)
     invperm = torch.argsort(perm)
     g_idx = torch.empty(K, dtype=torch.long)
     g_idx[perm] = col_group
