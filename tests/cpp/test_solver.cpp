@@ -171,6 +171,7 @@ TEST(Solver, GptqBeatsRtnOnCorrelatedInputs) {
     return at::trace(at::matmul(at::matmul(E, H), E.t())).item<double>();
   };
   const double ratio = std::sqrt(err(gptq::dequantize_result(q)) / err(gptq::dequantize_result(r)));
+  // The Python twin (test_gptq_output_error_never_above_rtn) observes 0.35-0.44 on such inputs.
   EXPECT_LT(ratio, 0.7) << "GPTQ / RTN output error";
 }
 
