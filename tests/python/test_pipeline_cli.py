@@ -42,3 +42,21 @@ def test_cli_rejects_bad_bits():
 
     with pytest.raises(SystemExit):
         main(["quantize", "m", "o", "--bits", "5"])
+
+
+def test_shipped_texts():
+    from gptq.data import EVAL_TEXTS, calibration_examples, calibration_sources, calibration_texts, eval_text
+
+    texts = calibration_texts()
+    assert len(texts) == 160 and all(1000 < len(t) <= 1600 for t in texts)
+    assert sorted(set(calibration_sources())) == ["austen_train", "sotu_train"]
+    assert len(eval_text("sotu_2001_2021")) == 79_577 and len(eval_text("persuasion")) == 95_984
+    assert eval_text("persuasion").startswith("Persuasion")
+    # no calibration passage appears in the held-out texts
+    for name in EVAL_TEXTS:
+        held_out = eval_text(name)
+        assert not any(t[:200] in held_out for t in texts)
+    ex = calibration_examples(byte_tokenizer(), n_samples=3, seqlen=50)
+    assert [len(e["input_ids"]) for e in ex] == [50, 50, 50] and ex[0]["attention_mask"] == [1] * 50
+    with pytest.raises(ValueError, match="unknown text"):
+        eval_text("wikitext2")
