@@ -62,7 +62,7 @@ def _add_eval(sub):
 def _add_demo(sub):
     p = sub.add_parser("demo", help="quantize SmolLM2-135M-Instruct offline; float vs RTN vs GPTQ perplexity")
     p.add_argument("--device", default=None)
-    p.add_argument("--nsamples", type=int, default=64, help="calibration sequences (default 64)")
+    p.add_argument("--nsamples", type=int, default=32, help="calibration sequences (default 32)")
     p.add_argument("--calib-len", type=int, default=256, help="tokens per calibration sequence (default 256)")
     p.add_argument("--eval-windows", type=int, default=2, help="2048-token windows per held-out text (default 2)")
     p.add_argument("--out", default=None, help="where to save the 4-bit checkpoint")

@@ -155,6 +155,10 @@ def test_sharded_save_and_load(quantized, tmp_path):
     reloaded = AutoGPTQForCausalLM.from_quantized(folder, device="cpu", torch_dtype=torch.float32)
     x = probe()
     assert torch.equal(_logits(model, x), _logits(reloaded, x))
+    if not torch.cuda.is_available():  # accelerate's device_map path; on a CPU machine the model stays there
+        auto = AutoGPTQForCausalLM.from_quantized(folder, device_map="auto")
+        assert auto.device.type == "cpu" and next(auto.model.parameters()).dtype == torch.float32
+        assert torch.equal(_logits(model, x), _logits(auto, x))
 
 
 def _rewrite_config(folder, **changes):

@@ -345,7 +345,10 @@ class AutoGPTQForCausalLM:
         if device is None and device_map is None and max_memory is None:
             device = _default_device()
         if torch_dtype is None:
-            torch_dtype = torch.float16 if use_cuda_fp16 else torch.float32
+            on_cpu = (device is not None and torch.device(device).type == "cpu") or (
+                device is None and not torch.cuda.is_available())
+            # fp16 matmuls are slow on most CPUs; AutoGPTQ's fp16 default is kept for GPUs
+            torch_dtype = torch.float32 if (on_cpu or not use_cuda_fp16) else torch.float16
         if isinstance(torch_dtype, str):
             torch_dtype = getattr(torch, torch_dtype)
 

@@ -40,7 +40,7 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def run(device: str | None = None, nsamples: int = 64, calib_len: int = 256, eval_windows: int = 2,
+def run(device: str | None = None, nsamples: int = 32, calib_len: int = 256, eval_windows: int = 2,
         seqlen: int = 2048, out: str | None = None, results: str | None = None, progress: bool = True,
         desc_act: bool = True) -> dict:
     import transformers

@@ -509,7 +509,10 @@ def _quantize_group(li, layer, linears, group, plan, gi, inputs, args_l, device,
                 x = args[0]
                 mask = state["mask"]
                 if mask is not None and tuple(x.shape[:-1]) != tuple(mask.shape):
-                    mask = None  # gathered tokens (MoE experts): padding cannot be told apart here
+                    if x.shape[:-1].numel() == mask.numel():  # flattened tokens, e.g. [B*L, H]
+                        mask = mask.reshape(x.shape[:-1])
+                    else:
+                        mask = None  # gathered tokens (MoE experts): padding cannot be told apart here
                 accs[name].add_batch(x, mask)
             if name == stop_name:
                 raise _Stop
