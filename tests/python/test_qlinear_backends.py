@@ -43,6 +43,7 @@ def test_auto_on_cpu_is_torch_and_cuda_names_are_refused_with_reason():
 def test_autogptq_kernel_names_map_to_ours():
     assert ALIASES["cuda"] == "autogptq" and ALIASES["cuda-old"] == "autogptq" and ALIASES["triton"] == "autogptq"
     assert ALIASES["exllama"] == "exllamav2"
+    assert ALIASES.get("marlin", "marlin") in ("marlin", "exllamav2")  # ours when built, else exllamav2
 
 
 def test_post_init_model_logs_one_summary_line(caplog):

@@ -199,7 +199,7 @@ BACKENDS: dict[str, Backend] = {
     "torch": Backend("torch", _torch_unsupported, _torch_prepare, _torch_forward, trainable=True),
 }
 if _has_kernel("marlin_gemm", "Meta"):  # this build has the marlin helper's ops
-    BACKENDS = {"marlin": Backend("marlin", _marlin_unsupported, _marlin_prepare, _marlin_forward), **BACKENDS}
+    BACKENDS["marlin"] = Backend("marlin", _marlin_unsupported, _marlin_prepare, _marlin_forward)
 
 # AutoGPTQ's and GPTQModel's names for kernels, mapped to ours.
 ALIASES: dict[str, str] = {
@@ -213,6 +213,10 @@ ALIASES: dict[str, str] = {
     "exllama": "exllamav2",   # ExLlama v1 and v2: act-order by row sort at load
     "exllama_v2": "exllamav2",
 }
+
+
+if "marlin" not in BACKENDS:
+    ALIASES["marlin"] = "exllamav2"  # AutoGPTQ's fast 4-bit kernel name -> our fastest 4-bit kernel
 
 
 def available_backends() -> list[str]:
