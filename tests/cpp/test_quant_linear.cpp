@@ -56,13 +56,13 @@ TEST(QuantLinear, ExplicitCudaKernelOnCpuIsRefusedWithReason) {
   EXPECT_THROW(gptq::parse_quant_kernel("no-such-kernel"), c10::Error);
 }
 
-TEST(QuantLinearCuda, AutoChoosesByActOrderAndMatchesFloat64) {
+TEST(QuantLinearCuda, AutoChoosesExllamav2AndMatchesFloat64) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
   for (bool act_order : {false, true}) {
     auto p = make(4, 512, 256, 128, act_order, at::kHalf);
     gptq::QuantLinear layer(p.qweight.cuda(), p.qzeros.cuda(), p.scales.cuda(), p.g_idx.cuda(), p.bias.cuda(), 4,
                             128);
-    EXPECT_EQ(layer.kernel(), act_order ? gptq::QuantKernel::kExllamav2 : gptq::QuantKernel::kAutogptq);
+    EXPECT_EQ(layer.kernel(), gptq::QuantKernel::kExllamav2);
     for (int64_t m : {1, 3, 17}) {
       auto x = at::randn({m, 512}, at::kFloat).to(at::kHalf);
       auto y = layer.forward(x.cuda());

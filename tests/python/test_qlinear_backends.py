@@ -43,6 +43,7 @@ def test_auto_on_cpu_is_torch_and_cuda_names_are_refused_with_reason():
 def test_autogptq_kernel_names_map_to_ours():
     assert ALIASES["cuda"] == "autogptq" and ALIASES["cuda-old"] == "autogptq" and ALIASES["triton"] == "autogptq"
     assert ALIASES["exllama"] == "exllamav2"
+    assert ALIASES.get("marlin", "marlin") in ("marlin", "exllamav2")  # ours when built, else exllamav2
 
 
 def test_post_init_model_logs_one_summary_line(caplog):
@@ -70,14 +71,23 @@ def test_cuda_backends_match_float64(backend, bits, act_order):
 
 
 @pytest.mark.gpu
-def test_cuda_auto_prefers_exllamav2_for_act_order_and_autogptq_otherwise():
+def test_cuda_auto_prefers_exllamav2_and_logs_the_architecture():
     plain, _, _ = random_layer(4, 256, 64, 64)
     act, _, _ = random_layer(4, 256, 64, 64, act_order=True)
     model = nn.Sequential(plain, act).cuda()
     line = post_init_model(model)
-    assert plain.backend.name == "autogptq" and act.backend.name == "exllamav2"
+    assert plain.backend.name == "exllamav2" and act.backend.name == "exllamav2"
     major, minor = torch.cuda.get_device_capability()
-    assert line.startswith("gptq: 2 QuantLinear layers -> ") and f"sm_{major}{minor}" in line
+    assert line.startswith("gptq: 2 QuantLinear layers -> exllamav2 x1 (4-bit g64") and "act-order" in line
+    assert f"sm_{major}{minor}" in line
+
+
+def test_auto_order_is_exllamav2_autogptq_torch_and_never_marlin():
+    from gptq.nn.backends import _auto_order
+
+    layer, _, _ = random_layer(4, 128, 32, 32)
+    names = [b.name for b in _auto_order(layer)]
+    assert names[:3] == ["exllamav2", "autogptq", "torch"] and "marlin" not in names
 
 
 def small_model():

@@ -31,7 +31,7 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kColsPerBlock = 32 * 4;
-constexpr int kMaxChunkK = 2048;  // input channels staged per block: MT * 8 KiB of shared memory
+constexpr int kMaxChunkK = 1024;  // input channels staged per block: MT * 4 KiB of shared memory
 
 __host__ __device__ constexpr int period_values(int bits) { return bits == 3 ? 32 : 32 / bits; }
 __host__ __device__ constexpr int period_words(int bits) { return bits == 3 ? 3 : 1; }
@@ -61,10 +61,6 @@ __device__ __forceinline__ uint32_t and_or(uint32_t a) {
   uint32_t d;
   asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "n"(MASK), "n"(BITS_SET));
   return d;
-}
-
-__device__ __forceinline__ void prefetch_l2(const void* p) {
-  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
 // v_j * 2^field_pos(j) as a float, from the period's words w and their upper halves w16 = w >> 16.
@@ -112,14 +108,14 @@ __device__ __forceinline__ void static_for(F&& f) {
 // chunk from L1/L2. PER_K: the group may change at every input channel (act-order, or a group size
 // that does not divide the period).
 template <typename T, int BITS, int MT, bool PER_K>
-__global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) autogptq_gemv_kernel(
+__global__ void __launch_bounds__(kThreads) autogptq_gemv_kernel(
     const T* __restrict__ x, const uint32_t* __restrict__ qweight, const uint32_t* __restrict__ qzeros,
     const T* __restrict__ scales, const int32_t* __restrict__ g_idx, T* __restrict__ out,
     float* __restrict__ partial, int64_t M, int64_t K, int64_t N, int64_t group_size, bool zeros_minus_one,
     int warp_periods) {
   constexpr int PV = period_values(BITS);
   constexpr int PW = period_words(BITS);
-  constexpr int U = BITS == 3 ? 1 : 4;  // periods per batch of loads (a batch is in flight while the previous one is decoded)
+  constexpr int U = BITS == 3 ? 2 : 4;  // periods whose loads are in flight together
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
   const int chunk_periods = kWarps * warp_periods;
@@ -202,17 +198,6 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) autogptq_gemv_kerne
       const int64_t period_stride = PW * N;
       uint4 nxt[U][PW];
       auto load_batch = [&](int64_t pb) {
-        // Two batches further ahead go to L2 now (one prefetch per 128-byte line), so the loads
-        // find them there: more bytes in flight than the registers could hold.
-        if ((lane & 7) == 0) {
-#pragma unroll
-          for (int u = 0; u < U; ++u) {
-#pragma unroll
-            for (int w = 0; w < PW; ++w) {
-              if (pb + 2 * U + u < wp_end) prefetch_l2(wptr + (pb + 2 * U + u - wp_begin) * period_stride + w * N);
-            }
-          }
-        }
 #pragma unroll
         for (int u = 0; u < U; ++u) {
 #pragma unroll
@@ -223,12 +208,6 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) autogptq_gemv_kerne
           }
         }
       };
-      if ((lane & 7) == 0) {
-        for (int64_t p = wp_begin + U; p < min(wp_end, wp_begin + 2 * U); ++p) {
-#pragma unroll
-          for (int w = 0; w < PW; ++w) prefetch_l2(wptr + (p - wp_begin) * period_stride + w * N);
-        }
-      }
       load_batch(wp_begin);
       for (int64_t pb = wp_begin; pb < wp_end; pb += U) {
         uint4 words[U][PW];
@@ -343,9 +322,8 @@ Plan make_plan(int64_t K, int64_t N, int bits, int sm_count) {
   const int64_t periods = K / pv;
   const int64_t col_blocks = (N + kColsPerBlock - 1) / kColsPerBlock;
   const int max_wp = std::max(1, kMaxChunkK / (kWarps * pv));
-  // One wave of blocks (3 resident per SM at <= 85 registers), all running at once so that they finish together.
-  const int64_t target_blocks = 3 * static_cast<int64_t>(std::max(sm_count, 1));
-  const int64_t want_splits = std::max<int64_t>(1, target_blocks / col_blocks);
+  const int64_t target_blocks = 8 * static_cast<int64_t>(std::max(sm_count, 1));
+  const int64_t want_splits = std::max<int64_t>(1, (target_blocks + col_blocks - 1) / col_blocks);
   int64_t wp = (periods + want_splits * kWarps - 1) / (want_splits * kWarps);
   wp = std::min<int64_t>(std::max<int64_t>(wp, 1), max_wp);
   const int64_t splits = (periods + wp * kWarps - 1) / (wp * kWarps);

@@ -5,14 +5,15 @@ permutations) and computes y = x W^T (the layer adds the bias). `select_backend`
 valid backend for the layer's bits, group size, act-order, device and GPU architecture, or honours an
 explicit name, or refuses it with the reason.
 
-Backends (fastest first where several are valid; see `_auto_order`):
-  marlin     Marlin-style tensor-core kernel (4/8-bit), when this build has the gptq::marlin_* ops.
-  exllamav2  act-order layers: rows sorted by g_idx at load, x's columns gathered per call, then the
-             contiguous-group GEMV (M <= 16) or dequantize + cuBLAS (larger M).
+Backends (in the order backend="auto" tries them; see `_auto_order`):
+  exllamav2  act-order rows sorted by g_idx at load (x's columns gathered per call), then a half2 GEMV
+             for fp16, 4 bits and M = 1, else the autogptq kernel on the sorted rows.
   autogptq   the checkpoint layout as stored, every bit width, group size and g_idx: split-K GEMV on CUDA
              cores for M <= 16 (g_idx out of order is decoded per input channel, slower), dequantize +
              cuBLAS above.
   torch      dequantize + matmul, on any device (the CPU path), and the only trainable one.
+  marlin     Marlin-style tensor-core kernel (4/8-bit), only by name and only when this build has the
+             gptq::marlin_* ops (the marlin helper's branch).
 AutoGPTQ's and GPTQModel's kernel names map to these through ALIASES.
 """
 
@@ -198,7 +199,7 @@ BACKENDS: dict[str, Backend] = {
     "torch": Backend("torch", _torch_unsupported, _torch_prepare, _torch_forward, trainable=True),
 }
 if _has_kernel("marlin_gemm", "Meta"):  # this build has the marlin helper's ops
-    BACKENDS = {"marlin": Backend("marlin", _marlin_unsupported, _marlin_prepare, _marlin_forward), **BACKENDS}
+    BACKENDS["marlin"] = Backend("marlin", _marlin_unsupported, _marlin_prepare, _marlin_forward)
 
 # AutoGPTQ's and GPTQModel's names for kernels, mapped to ours.
 ALIASES: dict[str, str] = {
@@ -214,19 +215,24 @@ ALIASES: dict[str, str] = {
 }
 
 
+if "marlin" not in BACKENDS:
+    ALIASES["marlin"] = "exllamav2"  # AutoGPTQ's fast 4-bit kernel name -> our fastest 4-bit kernel
+
+
 def available_backends() -> list[str]:
     return list(BACKENDS)
 
 
 def _auto_order(layer: "QuantLinear") -> list[Backend]:
-    """Preference for backend="auto": marlin first (tensor cores, fastest where valid); for act-order
-    layers exllamav2 (contiguous groups after the sort) before autogptq (per-channel groups); for the
-    others autogptq, which needs no repacked copy and runs the same kernel."""
-    names = list(BACKENDS)
-    if "exllamav2" in names and "autogptq" in names and _trivial_g_idx(layer):
-        names.remove("exllamav2")
-        names.insert(names.index("autogptq") + 1, "exllamav2")
-    return [BACKENDS[n] for n in names]
+    """Preference for backend="auto", from benchmarks/results (H100, fp16, 4-bit g128, m = 1):
+    exllamav2 first (its half2 GEMV beat autogptq's fp32 one on every shape, e.g. 55.9 vs 65.7 us on
+    8192x28672, and it sorts act-order rows at load instead of reading g_idx per channel), then
+    autogptq (the same GEMV for other widths, dtypes and m, and any g_idx), then torch. marlin, when
+    this build has it, is used only when asked for by name: its layout replaces the checkpoint's, so a
+    layer cannot switch per call between it and the GEMV that is faster at m = 1."""
+    order = [n for n in ("exllamav2", "autogptq", "torch") if n in BACKENDS]
+    order += [n for n in BACKENDS if n not in order and n != "marlin"]
+    return [BACKENDS[n] for n in order]
 
 
 def select_backend(layer: "QuantLinear", backend: str, device: torch.device, trainable: bool = False) -> Backend:
