@@ -229,7 +229,7 @@ def test_gemm_split_k_is_deterministic():
     assert rel_error(first, reference(x, packed, 4, 128, "gptq")) < 2e-3
     for _ in range(5):
         assert torch.equal(marlin.gemm(x, w, "fused"), first)
-    # The split-K counters are kept per stream and left at zero: another stream, then back.
+    # Another stream, then back: the same bits.
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):

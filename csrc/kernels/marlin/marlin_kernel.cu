@@ -123,14 +123,6 @@ struct Pair<__nv_bfloat16> {
 // sub-tiles: b[j][0] = rows (2t, 2t+1), b[j][1] = rows (2t+8, 2t+9) of column 8j + g, as (q - z) * s
 // rounded once to T. prep() turns a group's scales and zeros (words i = sub-tiles 2i, 2i+1, as
 // loaded) into per-sub-tile constants once per group; apply() runs per slice.
-// (q - z) times the scale (rounded once), or (q - z) alone (exact) when the scale is applied to the
-// fp32 sums of the group instead.
-template <bool SCALED, typename P>
-__device__ __forceinline__ uint32_t scl(uint32_t v, uint32_t s) {
-  if constexpr (SCALED) return P::mul(v, s);
-  return v;
-}
-
 template <typename T, int BITS>
 struct Dequant;
 
@@ -147,7 +139,6 @@ struct Dequant<__half, 4> {
       z[2 * w + 1] = P::sub(0u, P::add(dup_hi(zw[w]), 0x54005400));     // -(64 + z), exact
     }
   }
-  template <bool SCALED>
   __device__ __forceinline__ void apply(const uint32_t (&q)[4], uint32_t (&b)[8][2]) const {
     using P = Pair<__half>;
     constexpr uint32_t kMagic = 0x64006400;      // fp16 1024: (q & 0xf) | magic = 1024 + q
@@ -155,11 +146,11 @@ struct Dequant<__half, 4> {
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       const uint32_t x = q[w], y = q[w] >> 8;
-      b[2 * w][0] = scl<SCALED, P>(P::sub((x & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
-      b[2 * w][1] = scl<SCALED, P>(P::sub((y & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
+      b[2 * w][0] = P::mul(P::sub((x & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
+      b[2 * w][1] = P::mul(P::sub((y & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
       // high nibbles: 1024 + 16q; (1024 + 16q)/16 - (64 + z) = q - z in one exact fma
-      b[2 * w + 1][0] = scl<SCALED, P>(P::fma((x & 0x00f000f0) | kMagic, kSixteenth, z[2 * w + 1]), s[2 * w + 1]);
-      b[2 * w + 1][1] = scl<SCALED, P>(P::fma((y & 0x00f000f0) | kMagic, kSixteenth, z[2 * w + 1]), s[2 * w + 1]);
+      b[2 * w + 1][0] = P::mul(P::fma((x & 0x00f000f0) | kMagic, kSixteenth, z[2 * w + 1]), s[2 * w + 1]);
+      b[2 * w + 1][1] = P::mul(P::fma((y & 0x00f000f0) | kMagic, kSixteenth, z[2 * w + 1]), s[2 * w + 1]);
     }
   }
 };
@@ -177,17 +168,16 @@ struct Dequant<__nv_bfloat16, 4> {
       z[2 * w + 1] = P::add(dup_hi(zw[w]), 0x43004300);
     }
   }
-  template <bool SCALED>
   __device__ __forceinline__ void apply(const uint32_t (&q)[4], uint32_t (&b)[8][2]) const {
     using P = Pair<__nv_bfloat16>;
     constexpr uint32_t kMagic = 0x43004300;  // bf16 128: 128 + q exact for q < 128
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       const uint32_t x = q[w];
-      b[2 * w][0] = scl<SCALED, P>(P::sub((x & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
-      b[2 * w + 1][0] = scl<SCALED, P>(P::sub(((x >> 4) & 0x000f000f) | kMagic, z[2 * w + 1]), s[2 * w + 1]);
-      b[2 * w][1] = scl<SCALED, P>(P::sub(((x >> 8) & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
-      b[2 * w + 1][1] = scl<SCALED, P>(P::sub(((x >> 12) & 0x000f000f) | kMagic, z[2 * w + 1]), s[2 * w + 1]);
+      b[2 * w][0] = P::mul(P::sub((x & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
+      b[2 * w + 1][0] = P::mul(P::sub(((x >> 4) & 0x000f000f) | kMagic, z[2 * w + 1]), s[2 * w + 1]);
+      b[2 * w][1] = P::mul(P::sub(((x >> 8) & 0x000f000f) | kMagic, z[2 * w]), s[2 * w]);
+      b[2 * w + 1][1] = P::mul(P::sub(((x >> 12) & 0x000f000f) | kMagic, z[2 * w + 1]), s[2 * w + 1]);
     }
   }
 };
@@ -205,14 +195,13 @@ struct Dequant<__half, 8> {
       z[2 * w + 1] = P::add(dup_hi(zw[w]), 0x64006400);
     }
   }
-  template <bool SCALED>
   __device__ __forceinline__ void apply(const uint32_t (&q)[8], uint32_t (&b)[8][2]) const {
     using P = Pair<__half>;
     constexpr uint32_t kMagic = 0x64006400;  // 1024 + q exact for q < 1024
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      b[j][0] = scl<SCALED, P>(P::sub((q[j] & 0x00ff00ff) | kMagic, z[j]), s[j]);
-      b[j][1] = scl<SCALED, P>(P::sub(((q[j] >> 8) & 0x00ff00ff) | kMagic, z[j]), s[j]);
+      b[j][0] = P::mul(P::sub((q[j] & 0x00ff00ff) | kMagic, z[j]), s[j]);
+      b[j][1] = P::mul(P::sub(((q[j] >> 8) & 0x00ff00ff) | kMagic, z[j]), s[j]);
     }
   }
 };
@@ -230,16 +219,15 @@ struct Dequant<__nv_bfloat16, 8> {
       z[2 * w + 1] = 8388608.f + P::hi(zw[w]);
     }
   }
-  template <bool SCALED>
   __device__ __forceinline__ void apply(const uint32_t (&q)[8], uint32_t (&b)[8][2]) const {
     using P = Pair<__nv_bfloat16>;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const uint32_t x = q[j];
-      const float r0 = (__uint_as_float(0x4B000000u | (x & 0xff)) - z[j]) * (SCALED ? s[j] : 1.f);
-      const float r8 = (__uint_as_float(0x4B000000u | ((x >> 8) & 0xff)) - z[j]) * (SCALED ? s[j] : 1.f);
-      const float r1 = (__uint_as_float(0x4B000000u | ((x >> 16) & 0xff)) - z[j]) * (SCALED ? s[j] : 1.f);
-      const float r9 = (__uint_as_float(0x4B000000u | (x >> 24)) - z[j]) * (SCALED ? s[j] : 1.f);
+      const float r0 = (__uint_as_float(0x4B000000u | (x & 0xff)) - z[j]) * s[j];
+      const float r8 = (__uint_as_float(0x4B000000u | ((x >> 8) & 0xff)) - z[j]) * s[j];
+      const float r1 = (__uint_as_float(0x4B000000u | ((x >> 16) & 0xff)) - z[j]) * s[j];
+      const float r9 = (__uint_as_float(0x4B000000u | (x >> 24)) - z[j]) * s[j];
       b[j][0] = P::pack(r0, r1);
       b[j][1] = P::pack(r8, r9);
     }
@@ -337,20 +325,14 @@ __global__ void __launch_bounds__(kThreads) marlin_gemm_kernel(MarlinGemmArgs a)
     }
   };
 
-  // With one 16-row block (M <= 16, decoding) the scales are applied to fp32 sums: each group's
-  // products (q - z) * x (exact in fp16, summed in fp32 by the mma) collect in `part`, which is
-  // scaled into `acc` when the group ends. That saves the per-weight multiply; with more blocks the
-  // registers of a second accumulator set are not there, and the multiply stays in the dequant.
-  constexpr bool kScaleAfter = MB == 1;
-  float acc[MB][8][4], part[MB][8][4];
+  float acc[MB][8][4];
 #pragma unroll
   for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[mb][j][e] = part[mb][j][e] = 0.f;
+      for (int e = 0; e < 4; ++e) acc[mb][j][e] = 0.f;
   const uint32_t zsym = symmetric_zero_pair<T, BITS>();
-  const int g = lane >> 2, t = lane & 3;
 
   Dequant<T, BITS> dq;
   auto prep = [&](const int4* S, const int4* Z, int row) {
@@ -371,38 +353,15 @@ __global__ void __launch_bounds__(kThreads) marlin_gemm_kernel(MarlinGemmArgs a)
       ldmatrix_x4(af[mb], A + r * C::kChunks + (c ^ (r & 7)));
     }
     uint32_t b[8][2];
-    dq.template apply<!kScaleAfter>(q, b);
+    dq.apply(q, b);
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
-      for (int mb = 0; mb < MB; ++mb) mma_16816<T>(kScaleAfter ? part[mb][j] : acc[mb][j], af[mb], b[j]);
+      for (int mb = 0; mb < MB; ++mb) mma_16816<T>(acc[mb][j], af[mb], b[j]);
   };
-  // acc += scale * part for the group in scale row `row`; lane (g, t) holds columns 8j + 2t + e,
-  // whose scales sit at int4 2t + e of the permuted row (position c*8 + j holds column 8j + c).
-  auto flush = [&](const int4* S, int row) {
-    if constexpr (kScaleAfter) {
-      uint32_t w0[4], w1[4];
-      words_of(S[row * 8 + 2 * t], w0);
-      words_of(S[row * 8 + 2 * t + 1], w1);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const float s0 = (j & 1) ? Pair<T>::hi(w0[j >> 1]) : Pair<T>::lo(w0[j >> 1]);
-        const float s1 = (j & 1) ? Pair<T>::hi(w1[j >> 1]) : Pair<T>::lo(w1[j >> 1]);
-#pragma unroll
-        for (int mb = 0; mb < MB; ++mb) {
-          acc[mb][j][0] += s0 * part[mb][j][0];
-          acc[mb][j][1] += s1 * part[mb][j][1];
-          acc[mb][j][2] += s0 * part[mb][j][2];
-          acc[mb][j][3] += s1 * part[mb][j][3];
-#pragma unroll
-          for (int e = 0; e < 4; ++e) part[mb][j][e] = 0.f;
-        }
-      }
-    }
-  };
-  // Warp w computes its own 64-column tile over all 8 slices of the stage: the group's constants
-  // are prepared once per group, not once per slice.
-  auto compute_stage = [&](int buf, int st) {
+  // Warp w computes its own 64-column tile over all 8 slices of the stage: the group's scales are
+  // prepared once per group, not once per slice.
+  auto compute_stage = [&](int buf) {
     if (warp >= tiles) return;
     const int4* B = sB + buf * C::kBStage + warp * C::kBTile;
     const int4* A = sA + buf * C::kAStage;
@@ -412,15 +371,11 @@ __global__ void __launch_bounds__(kThreads) marlin_gemm_kernel(MarlinGemmArgs a)
       prep(S, Z, 0);
 #pragma unroll
       for (int i = 0; i < kSlices; ++i) slice(B, A, i);
-      // The group ends with this stage, or this CTA's K range does.
-      if ((int64_t(st + 1) * kMarlinTileK) % gs == 0 || st == st1 - 1) flush(S, 0);
     } else {
-      const int per_group = 1 << slice_shift;  // 2 or 4 slices
 #pragma unroll
       for (int i = 0; i < kSlices; ++i) {
-        if ((i & (per_group - 1)) == 0) prep(S, Z, i >> slice_shift);
+        if ((i & ((1 << slice_shift) - 1)) == 0) prep(S, Z, i >> slice_shift);
         slice(B, A, i);
-        if ((i & (per_group - 1)) == per_group - 1) flush(S, i >> slice_shift);
       }
     }
   };
@@ -436,12 +391,13 @@ __global__ void __launch_bounds__(kThreads) marlin_gemm_kernel(MarlinGemmArgs a)
     const int nxt = it + kStages - 1;
     if (nxt < nst) load_stage(nxt % kStages, st0 + nxt);
     cp_async_commit();
-    compute_stage(it % kStages, st0 + it);
+    compute_stage(it % kStages);
   }
   cp_async_wait<0>();
 
   // Epilogue. Lane (g, t) holds rows g, g+8 of each 16-row block and columns 8j + 2t, 8j + 2t + 1.
   T* out = static_cast<T*>(a.out);
+  const int g = lane >> 2, t = lane & 3;
   if (warp < tiles) {
     const int64_t nb = int64_t(nt0 + warp) * kMarlinTileN;
 #pragma unroll
@@ -473,44 +429,18 @@ __global__ void __launch_bounds__(kThreads) marlin_gemm_kernel(MarlinGemmArgs a)
   __syncthreads();
   if (!last_flag) return;
   __threadfence();
-  // Sum in float4 (four columns) items, up to 8 per thread and pass, and four splits per step, so
-  // that 32 loads per thread are in flight instead of one chain of `splits` L2 round trips.
-  constexpr int kItems = 8;
-  const int quads = tiles * kMarlinTileN / 4;
-  const int items = rows_valid * quads;
-  for (int base = 0; base < items; base += kItems * kThreads) {
-    float4 sum[kItems];
-#pragma unroll
-    for (int k = 0; k < kItems; ++k) sum[k] = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int s0 = 0; s0 < a.splits; s0 += 4) {
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        if (s0 + u >= a.splits) break;
-#pragma unroll
-        for (int k = 0; k < kItems; ++k) {
-          const int e = base + k * kThreads + tid;
-          if (e >= items) break;
-          const int r = e / quads;
-          const int64_t col = int64_t(nt0) * kMarlinTileN + 4 * (e % quads);
-          const float4 p =
-              __ldcg(reinterpret_cast<const float4*>(a.partial + (int64_t(s0 + u) * a.M + m0 + r) * a.N_pad + col));
-          sum[k].x += p.x;
-          sum[k].y += p.y;
-          sum[k].z += p.z;
-          sum[k].w += p.w;
-        }
-      }
+  const int pairs = tiles * kMarlinTileN / 2;
+  for (int e = tid; e < rows_valid * pairs; e += kThreads) {
+    const int r = e / pairs;
+    const int64_t col = int64_t(nt0) * kMarlinTileN + 2 * (e % pairs);
+    if (col >= a.N) continue;
+    float2 v = make_float2(0.f, 0.f);
+    for (int s = 0; s < a.splits; ++s) {
+      const float2 p = __ldcg(reinterpret_cast<const float2*>(a.partial + (int64_t(s) * a.M + m0 + r) * a.N_pad + col));
+      v.x += p.x;
+      v.y += p.y;
     }
-#pragma unroll
-    for (int k = 0; k < kItems; ++k) {
-      const int e = base + k * kThreads + tid;
-      if (e >= items) break;
-      const int r = e / quads;
-      const int64_t col = int64_t(nt0) * kMarlinTileN + 4 * (e % quads);
-      T* o = out + (m0 + r) * a.N + col;
-      if (col < a.N) *reinterpret_cast<uint32_t*>(o) = Pair<T>::pack(sum[k].x, sum[k].y);
-      if (col + 2 < a.N) *reinterpret_cast<uint32_t*>(o + 2) = Pair<T>::pack(sum[k].z, sum[k].w);
-    }
+    *reinterpret_cast<uint32_t*>(out + (m0 + r) * a.N + col) = Pair<T>::pack(v.x, v.y);
   }
   if (tid == 0) *counter = 0;  // ready for the next call with the same workspace
 }
@@ -541,7 +471,7 @@ __global__ void __launch_bounds__(256) marlin_unpack_kernel(const int4* __restri
   Dequant<T, BITS> dq;
   dq.prep(s4, z4);
   uint32_t b[8][2];
-  dq.apply<true>(q, b);
+  dq.apply(q, b);
   const int g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
@@ -637,9 +567,9 @@ MarlinPlan marlin_plan(int64_t M, int64_t K_pad, int64_t N_pad, int bits, bool b
   }
   const int64_t tiles = int64_t(plan.ctas_n) * plan.m_chunks;
   const int64_t stages = K_pad / kMarlinTileK;
-  // One wave of resident CTAs; every split keeps at least two stages; at most 16 partials to add.
+  // One wave of resident CTAs; every split keeps at least four stages so the pipeline has work.
   int64_t splits = tiles >= slots ? 1 : slots / tiles;
-  splits = std::min<int64_t>({splits, std::max<int64_t>(1, stages / 2), 16});
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, stages / 4));
   plan.splits = static_cast<int>(std::max<int64_t>(splits, 1));
   return plan;
 }

@@ -1,13 +1,10 @@
 // Torch adapter of the Marlin GEMM: validates the repacked layer against x, gathers x's columns for
 // act-order layers, picks the path by M and launches on the current stream.
 //
-// Workspaces, when the plan splits K over several CTAs: an fp32 partial buffer [splits, M, N_pad]
-// allocated per call (uninitialised: every element is written before it is read), and an int32
-// counter per output tile, which must be zero on entry. The kernel leaves every counter it used at
-// zero again, so the counters live in one buffer per (device, stream), zeroed once when it is
-// created (or grown) and reused by every later call on that stream: no memset per call. Calls on
-// one stream are ordered, so they never share counters at the same time. (Two CUDA graphs captured
-// on one stream and replayed concurrently on different streams would; replay them in order.) Large M: a dense W [N, K] (K*N*2 bytes) for cuBLAS.
+// Workspaces (allocated here per call, on the current stream's allocator): when the plan splits K
+// over several CTAs, an fp32 partial buffer [splits, M, N_pad] (uninitialised: every element is
+// written before it is read) and an int32 counter per output tile, zeroed; the kernel leaves the
+// counters at zero again. Large M: a dense W [N, K] (K*N*2 bytes) for cuBLAS.
 #include "marlin_torch.h"
 
 #include <ATen/ATen.h>
@@ -18,35 +15,18 @@
 #include "kernels/marlin/marlin_launch.h"
 #include "marlin_internal.h"
 
-#include <map>
-#include <mutex>
-#include <utility>
-
 namespace gptq::cuda {
 namespace {
-
-at::Tensor stream_counters(const at::Tensor& like, int64_t count, cudaStream_t stream) {
-  static std::mutex mu;
-  // Never destroyed: freeing CUDA memory during static destruction, after the runtime may be gone,
-  // would crash at exit.
-  static auto* cache = new std::map<std::pair<int, cudaStream_t>, at::Tensor>();
-  std::lock_guard<std::mutex> lock(mu);
-  auto& t = (*cache)[{like.get_device(), stream}];
-  if (!t.defined() || t.numel() < count) {
-    t = at::zeros({std::max<int64_t>(count, 4096)}, like.options().dtype(at::kInt));
-  }
-  return t;
-}
 
 // Dequantizing W once (K*N*2 bytes written, then read by cuBLAS) beats the mma.sync kernel from
 // some M on: the kernel stops being memory-bound near M = 32-64 and then runs at a fraction of
 // cuBLAS's rate. Where, depends on the layer size (measured on the H100, benchmarks/results/
-// marlin_h100*.json, "paths" rows): from M = 256 on every layer, from 128 on layers up to 128 M
-// weights, from 33 on layers up to 64 M weights (4096 x 4096: 25 us dense against 55 us fused at
-// M = 64), whose dense copy also stays in the 50 MB L2.
+// marlin_h100_run2*.json, "paths" rows): from M = 256 on every layer; from 128 on layers up to
+// 128 M weights (8192 x 28672 at M = 128: 238 us fused against 392 us dense); from 33 on layers up
+// to 4096 x 4096, whose dense copy stays in the 50 MB L2 (M = 64: 25 us dense against 55 us fused).
 bool use_dense(int64_t M, int64_t K, int64_t N) {
   const int64_t weights = K * N;
-  return M >= 256 || (M >= 128 && weights <= (int64_t(128) << 20)) || (M > 32 && weights <= (int64_t(64) << 20));
+  return M >= 256 || (M >= 128 && weights <= (int64_t(128) << 20)) || (M > 32 && weights <= int64_t(4096) * 4096);
 }
 
 }  // namespace
@@ -143,7 +123,7 @@ at::Tensor marlin_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, cons
   at::Tensor partial, counters;
   if (plan.splits > 1) {
     partial = at::empty({plan.splits, M, N_pad}, x.options().dtype(at::kFloat));
-    counters = stream_counters(x, int64_t(plan.m_chunks) * plan.ctas_n, stream);
+    counters = at::zeros({int64_t(plan.m_chunks) * plan.ctas_n}, x.options().dtype(at::kInt));
   }
   MarlinGemmArgs args;
   args.x = x2.const_data_ptr();
