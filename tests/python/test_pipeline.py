@@ -326,3 +326,21 @@ def test_perplexity_matches_transformers_loss():
                   for w in range(3)]
     want = torch.exp(torch.stack(losses).mean()).item()
     assert abs(res.ppl - want) / want < 1e-5
+
+
+def test_legacy_mixtral_names_load(quantized, tmp_path):
+    """Mixtral GPTQ checkpoints made with transformers 4 name the MoE block `block_sparse_moe`."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    _, model, folder = quantized("mixtral")
+    legacy = tmp_path / "legacy"
+    shutil.copytree(folder, legacy)
+    sd = load_file(str(legacy / "model.safetensors"))
+    assert any(".mlp.experts.0.w1.qweight" in k for k in sd)
+    save_file({k.replace(".mlp.", ".block_sparse_moe."): v for k, v in sd.items()}, str(legacy / "model.safetensors"),
+              metadata={"format": "pt"})
+    x = probe()
+    reloaded = AutoGPTQForCausalLM.from_quantized(legacy, device="cpu", torch_dtype=torch.float32)
+    assert torch.equal(_logits(model, x), _logits(reloaded, x))
