@@ -344,3 +344,15 @@ def test_legacy_mixtral_names_load(quantized, tmp_path):
     x = probe()
     reloaded = AutoGPTQForCausalLM.from_quantized(legacy, device="cpu", torch_dtype=torch.float32)
     assert torch.equal(_logits(model, x), _logits(reloaded, x))
+
+
+def test_loaded_checkpoint_saves_again(quantized, tmp_path):
+    """load -> save -> load gives the same model (no quant_log without a quantization run)."""
+    _, model, folder = quantized("gpt2")
+    first = AutoGPTQForCausalLM.from_quantized(folder, device="cpu", torch_dtype=torch.float32)
+    again = tmp_path / "again"
+    first.save_quantized(again)
+    assert not (again / "quant_log.csv").exists()
+    second = AutoGPTQForCausalLM.from_quantized(again, device="cpu", torch_dtype=torch.float32)
+    x = probe()
+    assert torch.equal(_logits(model, x), _logits(second, x))
