@@ -68,6 +68,8 @@ def _add_demo(sub):
     p.add_argument("--out", default=None, help="where to save the 4-bit checkpoint")
     p.add_argument("--results", default=None, help="also write the table to RESULTS.md and RESULTS.json")
     p.add_argument("--desc-act", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--calib-seed", type=int, default=None,
+                   help="draw the calibration passages with this seed (default: the fixed first passages)")
 
 
 def _dtype(name, device):
@@ -172,7 +174,7 @@ def cmd_demo(a) -> int:
     from gptq.modeling.demo import run
 
     report = run(device=a.device, nsamples=a.nsamples, calib_len=a.calib_len, eval_windows=a.eval_windows,
-                 out=a.out, results=a.results, desc_act=a.desc_act)
+                 out=a.out, results=a.results, desc_act=a.desc_act, calib_seed=a.calib_seed)
     return 0 if all(c["pass"] for c in report["quality_bar"].values()) else 1
 
 

@@ -42,7 +42,7 @@ def _say(msg: str) -> None:
 
 def run(device: str | None = None, nsamples: int = 32, calib_len: int = 256, eval_windows: int = 2,
         seqlen: int = 2048, out: str | None = None, results: str | None = None, progress: bool = True,
-        desc_act: bool = True) -> dict:
+        desc_act: bool = True, calib_seed: int | None = None) -> dict:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -67,7 +67,7 @@ def run(device: str | None = None, nsamples: int = 32, calib_len: int = 256, eva
     base.eval()
     timings = {"load_model": time.perf_counter() - t}
     texts = {name: tokenize(tok, eval_text(name)) for name in ("sotu_2001_2021", "persuasion")}
-    calib = calibration_examples(tok, nsamples, calib_len)
+    calib = calibration_examples(tok, nsamples, calib_len, seed=calib_seed)
 
     rows: dict[str, dict[str, float]] = {}
     protocols = {}
@@ -141,8 +141,9 @@ def run(device: str | None = None, nsamples: int = 32, calib_len: int = 256, eva
                   for n in texts},
         "eval_texts": "gptq.data: sotu_2001_2021 (first 79,577 chars of SOTU 2001-2021), persuasion (first "
                       "95,984 chars of Persuasion); first windows only",
-        "calibration": f"{nsamples} samples x <= {calib_len} tokens, gptq.data passages in their fixed order "
-                       "(seed 1234 at build time)",
+        "calibration": f"{nsamples} samples x <= {calib_len} tokens, gptq.data passages "
+                       + ("in their fixed order (seed 1234 at build time)" if calib_seed is None
+                          else f"drawn with random.Random({calib_seed})"),
         "quantization": f"sym, group_size 128, desc_act {desc_act}, damp 0.01, true_sequential; RTN on the same grid",
     }
     report = {
