@@ -68,7 +68,11 @@ void solve_block_rows(T* W, const T* U, uint8_t* codes, T* err, int64_t err_ld, 
                       const int32_t* col_group, int64_t N, int64_t K, int64_t i1, int64_t i2, int maxq, bool sym,
                       int64_t gs, bool dynamic, double mse) {
   const T norm = static_cast<T>(mse);
-  at::parallel_for(0, N, 8, [&](int64_t r0, int64_t r1) {
+  // ~64K multiply-adds per task: a small layer runs on one thread instead of paying the thread
+  // pool's wake-up for microseconds of work.
+  const int64_t B = i2 - i1;
+  const int64_t grain = std::max<int64_t>(1, 65536 / (B * B / 2 + B));
+  at::parallel_for(0, N, grain, [&](int64_t r0, int64_t r1) {
     for (int64_t n = r0; n < r1; ++n) {
       T* w = W + n * K;
       T l = 0;

@@ -13,7 +13,6 @@ __version__: str = _BUILD_INFO["version"]
 from .env import env  # noqa: E402
 from .format import (  # noqa: E402
     CHECKPOINT_FORMATS,
-    convert_qzeros,
     dequantize,
     pack_cols,
     pack_rows,
@@ -24,6 +23,7 @@ from .config import BaseQuantizeConfig  # noqa: E402
 from .quantize import (  # noqa: E402
     HessianAccumulator,
     QuantizedWeight,
+    convert_qzeros,
     quantize_weight,
     rtn_quantize_weight,
 )

@@ -59,8 +59,3 @@ def dequantize(
     return torch.ops.gptq.dequantize(
         qweight, qzeros, scales, g_idx, bits, group_size, _format_id(checkpoint_format)
     )
-
-
-def convert_qzeros(qzeros: torch.Tensor, bits: int, from_format: str, to_format: str) -> torch.Tensor:
-    """Converts packed qzeros between "gptq" (stored zero - 1) and "gptq_v2" (zero as is), exactly."""
-    return torch.ops.gptq.convert_qzeros(qzeros, bits, _format_id(from_format), _format_id(to_format))

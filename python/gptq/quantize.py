@@ -16,7 +16,14 @@ import torch
 
 from . import _C
 from .config import BaseQuantizeConfig, as_config
+from .format import _format_id
 from .format import dequantize as _dequantize
+
+
+def convert_qzeros(qzeros: torch.Tensor, bits: int, from_format: str, to_format: str) -> torch.Tensor:
+    """Converts packed qzeros [G, N*bits/32] between checkpoint formats "gptq" (stored zero - 1,
+    modulo 2^bits) and "gptq_v2" (zero as is), exactly in both directions."""
+    return torch.ops.gptq.convert_qzeros(qzeros, bits, _format_id(from_format), _format_id(to_format))
 
 
 class HessianAccumulator:
@@ -81,8 +88,6 @@ class QuantizedWeight:
 
     def qzeros_as(self, checkpoint_format: str) -> torch.Tensor:
         """qzeros in checkpoint format "gptq" (as stored here) or "gptq_v2"."""
-        from .format import convert_qzeros  # noqa: PLC0415
-
         return convert_qzeros(self.qzeros, self.bits, "gptq", checkpoint_format)
 
 
