@@ -356,3 +356,22 @@ def test_loaded_checkpoint_saves_again(quantized, tmp_path):
     second = AutoGPTQForCausalLM.from_quantized(again, device="cpu", torch_dtype=torch.float32)
     x = probe()
     assert torch.equal(_logits(model, x), _logits(second, x))
+
+
+def test_quantize_to_gptq_v2_format(quantized, tmp_path):
+    """checkpoint_format="gptq_v2" stores zeros without the v1 "minus one" and decodes to the same model."""
+    ref, model, _ = quantized("llama")
+    qc = BaseQuantizeConfig(bits=4, group_size=32, desc_act=DESC_ACT["llama"], checkpoint_format="gptq_v2")
+    v2 = AutoGPTQForCausalLM.from_pretrained(tiny_model("llama"), qc)
+    v2.quantize(calibration(), batch_size=2, progress=False)
+    x = probe()
+    assert torch.equal(_logits(model, x), _logits(v2, x))
+    v2.save_quantized(tmp_path / "v2")
+    cfg = json.loads((tmp_path / "v2" / "config.json").read_text())["quantization_config"]
+    assert cfg["checkpoint_format"] == "gptq_v2"
+    from safetensors.torch import load_file
+
+    z = load_file(str(tmp_path / "v2" / "model.safetensors"))["model.layers.0.self_attn.q_proj.qzeros"]
+    assert (z == 0x88888888 - 2**32).all()  # sym 4-bit zero point 8 in every nibble (v1 stores 7)
+    back = AutoGPTQForCausalLM.from_quantized(tmp_path / "v2", device="cpu", torch_dtype=torch.float32)
+    assert torch.equal(_logits(model, x), _logits(back, x))
