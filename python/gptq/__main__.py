@@ -65,7 +65,7 @@ def _add_demo(sub):
     p.add_argument("--nsamples", type=int, default=32, help="calibration sequences (default 32)")
     p.add_argument("--calib-len", type=int, default=256, help="tokens per calibration sequence (default 256)")
     p.add_argument("--eval-windows", type=int, default=2, help="2048-token windows per held-out text (default 2)")
-    p.add_argument("--out", default=None, help="where to save the 4-bit checkpoint")
+    p.add_argument("--out", default=None, help="where to save the 4-bit checkpoint (default: <tmp>/gptq-demo-smollm2-4bit-g128)")
     p.add_argument("--results", default=None, help="also write the table to RESULTS.md and RESULTS.json")
     p.add_argument("--desc-act", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--calib-seed", type=int, default=None,

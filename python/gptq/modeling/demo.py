@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -103,7 +104,8 @@ def run(device: str | None = None, nsamples: int = 32, calib_len: int = 256, eva
         _say(f"  (GPTQ {bits}-bit: quantized {len(model.quant_log)} linears in {timings[f'gptq {bits}-bit quantize']:.0f} s)")
         evaluate(f"GPTQ {bits}-bit g128", model)
         if bits == 4:
-            saved = Path(out or "gptq-demo-smollm2-4bit-g128")
+            # default outside the working directory, so running it from a checkout leaves the tree clean
+            saved = Path(out or Path(tempfile.gettempdir()) / "gptq-demo-smollm2-4bit-g128")
             t0 = time.perf_counter()
             model.save_quantized(saved)
             timings["save"] = time.perf_counter() - t0
@@ -165,6 +167,7 @@ def run(device: str | None = None, nsamples: int = 32, calib_len: int = 256, eva
         p.parent.mkdir(parents=True, exist_ok=True)
         p.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
         p.with_suffix(".md").write_text(table + "\n")
+        _say(f"checkpoint: {saved}")
         _say(f"results written to {p.with_suffix('.md')} and {p.with_suffix('.json')}")
     return report
 
