@@ -65,9 +65,11 @@ def _add_demo(sub):
     p.add_argument("--nsamples", type=int, default=32, help="calibration sequences (default 32)")
     p.add_argument("--calib-len", type=int, default=256, help="tokens per calibration sequence (default 256)")
     p.add_argument("--eval-windows", type=int, default=2, help="2048-token windows per held-out text (default 2)")
-    p.add_argument("--out", default=None, help="where to save the 4-bit checkpoint")
+    p.add_argument("--out", default=None, help="where to save the 4-bit checkpoint (default: <tmp>/gptq-demo-smollm2-4bit-g128)")
     p.add_argument("--results", default=None, help="also write the table to RESULTS.md and RESULTS.json")
     p.add_argument("--desc-act", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--calib-seed", type=int, default=None,
+                   help="draw the calibration passages with this seed (default: the fixed first passages)")
 
 
 def _dtype(name, device):
@@ -172,7 +174,7 @@ def cmd_demo(a) -> int:
     from gptq.modeling.demo import run
 
     report = run(device=a.device, nsamples=a.nsamples, calib_len=a.calib_len, eval_windows=a.eval_windows,
-                 out=a.out, results=a.results, desc_act=a.desc_act)
+                 out=a.out, results=a.results, desc_act=a.desc_act, calib_seed=a.calib_seed)
     return 0 if all(c["pass"] for c in report["quality_bar"].values()) else 1
 
 

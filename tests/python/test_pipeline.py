@@ -326,3 +326,52 @@ def test_perplexity_matches_transformers_loss():
                   for w in range(3)]
     want = torch.exp(torch.stack(losses).mean()).item()
     assert abs(res.ppl - want) / want < 1e-5
+
+
+def test_legacy_mixtral_names_load(quantized, tmp_path):
+    """Mixtral GPTQ checkpoints made with transformers 4 name the MoE block `block_sparse_moe`."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    _, model, folder = quantized("mixtral")
+    legacy = tmp_path / "legacy"
+    shutil.copytree(folder, legacy)
+    sd = load_file(str(legacy / "model.safetensors"))
+    assert any(".mlp.experts.0.w1.qweight" in k for k in sd)
+    save_file({k.replace(".mlp.", ".block_sparse_moe."): v for k, v in sd.items()}, str(legacy / "model.safetensors"),
+              metadata={"format": "pt"})
+    x = probe()
+    reloaded = AutoGPTQForCausalLM.from_quantized(legacy, device="cpu", torch_dtype=torch.float32)
+    assert torch.equal(_logits(model, x), _logits(reloaded, x))
+
+
+def test_loaded_checkpoint_saves_again(quantized, tmp_path):
+    """load -> save -> load gives the same model (no quant_log without a quantization run)."""
+    _, model, folder = quantized("gpt2")
+    first = AutoGPTQForCausalLM.from_quantized(folder, device="cpu", torch_dtype=torch.float32)
+    again = tmp_path / "again"
+    first.save_quantized(again)
+    assert not (again / "quant_log.csv").exists()
+    second = AutoGPTQForCausalLM.from_quantized(again, device="cpu", torch_dtype=torch.float32)
+    x = probe()
+    assert torch.equal(_logits(model, x), _logits(second, x))
+
+
+def test_quantize_to_gptq_v2_format(quantized, tmp_path):
+    """checkpoint_format="gptq_v2" stores zeros without the v1 "minus one" and decodes to the same model."""
+    ref, model, _ = quantized("llama")
+    qc = BaseQuantizeConfig(bits=4, group_size=32, desc_act=DESC_ACT["llama"], checkpoint_format="gptq_v2")
+    v2 = AutoGPTQForCausalLM.from_pretrained(tiny_model("llama"), qc)
+    v2.quantize(calibration(), batch_size=2, progress=False)
+    x = probe()
+    assert torch.equal(_logits(model, x), _logits(v2, x))
+    v2.save_quantized(tmp_path / "v2")
+    cfg = json.loads((tmp_path / "v2" / "config.json").read_text())["quantization_config"]
+    assert cfg["checkpoint_format"] == "gptq_v2"
+    from safetensors.torch import load_file
+
+    z = load_file(str(tmp_path / "v2" / "model.safetensors"))["model.layers.0.self_attn.q_proj.qzeros"]
+    assert (z == 0x88888888 - 2**32).all()  # sym 4-bit zero point 8 in every nibble (v1 stores 7)
+    back = AutoGPTQForCausalLM.from_quantized(tmp_path / "v2", device="cpu", torch_dtype=torch.float32)
+    assert torch.equal(_logits(model, x), _logits(back, x))

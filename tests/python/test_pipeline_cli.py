@@ -58,5 +58,8 @@ def test_shipped_texts():
         assert not any(t[:200] in held_out for t in texts)
     ex = calibration_examples(byte_tokenizer(), n_samples=3, seqlen=50)
     assert [len(e["input_ids"]) for e in ex] == [50, 50, 50] and ex[0]["attention_mask"] == [1] * 50
+    a = calibration_examples(byte_tokenizer(), n_samples=4, seqlen=20, seed=1)
+    b = calibration_examples(byte_tokenizer(), n_samples=4, seqlen=20, seed=2)
+    assert a == calibration_examples(byte_tokenizer(), n_samples=4, seqlen=20, seed=1) and a != b
     with pytest.raises(ValueError, match="unknown text"):
         eval_text("wikitext2")

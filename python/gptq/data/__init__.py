@@ -36,13 +36,20 @@ def eval_text(name: str) -> str:
     return _read(EVAL_TEXTS[name])
 
 
-def calibration_examples(tokenizer, n_samples: int = 128, seqlen: int = 256) -> list[dict]:
-    """`n_samples` tokenizer outputs of at most `seqlen` tokens each, one per passage (in the file's
-    fixed random order; passages are reused from the start if more samples than passages are asked)."""
+def calibration_examples(tokenizer, n_samples: int = 128, seqlen: int = 256, seed: int | None = None) -> list[dict]:
+    """`n_samples` tokenizer outputs of at most `seqlen` tokens each, one per passage: the first
+    passages in the file's fixed random order, or, with `seed`, passages drawn with
+    random.Random(seed) (to measure how results move with the calibration sample). Passages are
+    reused if more samples than passages are asked."""
+    import random
+
     texts = calibration_texts()
+    order = list(range(len(texts)))
+    if seed is not None:
+        random.Random(seed).shuffle(order)
     out = []
     for i in range(n_samples):
-        enc = tokenizer(texts[i % len(texts)])
+        enc = tokenizer(texts[order[i % len(texts)]])
         ids = list(enc["input_ids"])[:seqlen]
         out.append({"input_ids": ids, "attention_mask": [1] * len(ids)})
     return out

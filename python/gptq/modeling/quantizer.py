@@ -427,6 +427,7 @@ def quantize_model(model: nn.Module, batches: list[dict], config, device: torch.
     _sync(device)
     stats.seconds_capture = time.perf_counter() - t0
 
+    plan, plan_names, plan_type = None, set(), None
     bar = tqdm(total=len(layers), desc="gptq: layers", unit="layer", disable=not progress, leave=True)
     try:
         for li, layer in enumerate(layers):
@@ -440,11 +441,15 @@ def quantize_model(model: nn.Module, batches: list[dict], config, device: torch.
             args_l = inputs.layer_args[li]
             if linears:
                 t = time.perf_counter()
-                hidden0 = inputs.hidden[0].to(device)
-                a0, k0 = to_device(args_l[0], device)
-                calls = trace_layer(layer, linears, hidden0, a0, k0)
-                del hidden0, a0, k0
-                plan = plan_layer(linears, calls, config.true_sequential, declared)
+                if plan is None or set(linears) != plan_names or type(layer) is not plan_type:
+                    # the call order and shared inputs are properties of the layer's code, so a plan
+                    # found by tracing one layer serves every layer of the same class and module names
+                    hidden0 = inputs.hidden[0].to(device)
+                    a0, k0 = to_device(args_l[0], device)
+                    calls = trace_layer(layer, linears, hidden0, a0, k0)
+                    del hidden0, a0, k0
+                    plan = plan_layer(linears, calls, config.true_sequential, declared)
+                    plan_names, plan_type = set(linears), type(layer)
                 if li == 0:
                     stats.groups = plan.groups
                 _sync(device)
