@@ -304,12 +304,20 @@ def test_string_examples_with_tokenizer_and_from_pretrained_path(tmp_path):
 
 
 def test_kernel_flags_map_to_backends(caplog):
+    """AutoGPTQ's kernel flags become the backend our registry names for that kernel, and the log
+    says so: triton and cuda read the checkpoint layout as our autogptq kernel does; exllama(v2)
+    maps to exllamav2; marlin to marlin when its ops are built."""
     from gptq.modeling import resolve_backend
+    from gptq.nn import backends as B
 
     with caplog.at_level(logging.INFO, logger="gptq"):
         assert resolve_backend("auto") == "auto"
-        assert resolve_backend("auto", use_triton=True) == "auto"
-        assert "'triton'" in caplog.text
+        assert resolve_backend("auto", use_triton=True) == B.ALIASES["triton"] == "autogptq"
+        assert "'triton'" in caplog.text and "'autogptq'" in caplog.text
+        assert resolve_backend("auto", use_exllama=True) == "exllamav2"
+        assert resolve_backend("auto", disable_exllama=True, disable_exllamav2=True) == "autogptq"
+        expected_marlin = "marlin" if "marlin" in B.BACKENDS else "exllamav2"
+        assert resolve_backend("auto", use_marlin=True) == expected_marlin
         assert resolve_backend("auto", trainable=True) == "auto_trainable"
         assert resolve_backend("torch", use_marlin=True) == "torch"
 
