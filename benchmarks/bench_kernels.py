@@ -19,43 +19,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import platform
 import statistics
 
 import torch
 
 import gptq
+from _timing import copies_for, graph_median  # benchmarks/_timing.py
 
 L2_BYTES = 50 * 2**20
 ROTATE_BYTES = 256 * 2**20
-
-
-def time_graph(fn_list, reps=20):
-    """Median seconds per call over `reps` replays of a graph that calls every fn in fn_list once."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for f in fn_list[:2]:
-            f()  # warm-up (allocations, lazy init) outside the capture
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in fn_list:
-            f()
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1e-3 / len(fn_list))
-    del g
-    return statistics.median(times)
 
 
 def copy_bandwidth():
@@ -75,10 +48,6 @@ def copy_bandwidth():
     del a, b
     torch.cuda.empty_cache()
     return 2 * n * 4 / t
-
-
-def copies_for(nbytes):
-    return max(2, math.ceil(ROTATE_BYTES / max(nbytes, 1)))
 
 
 def random_packed(bits, K, N, group_size, dtype, gen):
@@ -106,18 +75,18 @@ def bench_shape(K, N, m, kernels, results, bw, base_rows):
     flops = 2.0 * m * K * N
     # fp16 baseline
     w = torch.randn(N, K, device="cuda", dtype=dtype) * 0.02
-    ncp = copies_for(w.numel() * 2)
+    ncp = copies_for(w.numel() * 2, ROTATE_BYTES)
     ws = [w] + [w.clone() for _ in range(ncp - 1)]
-    t16 = time_graph([lambda w=w: torch.matmul(x, w.t()) for w in ws])
+    t16 = graph_median([lambda w=w: torch.matmul(x, w.t()) for w in ws], reps=20)
     del ws, w
     rows = [("fp16 (cuBLAS)", 16, t16, K * N * 2 + io_bytes)]
     for name, bits, fn_factory in kernels:
         L = random_packed(bits, K, N, 128, dtype, gen)
         nb = layer_bytes(L)
-        ncp = copies_for(nb)
+        ncp = copies_for(nb, ROTATE_BYTES)
         Ls = [L] + [{k: v.clone() for k, v in L.items()} for _ in range(ncp - 1)]
         fns = [fn_factory(Li, x, bits) for Li in Ls]
-        t = time_graph(fns)
+        t = graph_median(fns, reps=20)
         rows.append((name, bits, t, nb + io_bytes))
         del Ls, fns, L
         torch.cuda.empty_cache()

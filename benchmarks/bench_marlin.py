@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import platform
-import statistics
 
 import torch
 
 import gptq
+from _timing import copies_for, graph_median  # benchmarks/_timing.py
 from gptq.kernels import marlin
 
 PEAK_BW = 3.0e12
@@ -46,45 +45,14 @@ def weight_bytes(w: marlin.MarlinWeights) -> int:
     return b + (w.zeros.numel() * w.zeros.element_size() if w.zeros is not None else 0)
 
 
-def graph_time(fns, reps=7) -> float:
-    """Median seconds per call of a CUDA graph that calls each of `fns` once (after a warm-up)."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for f in fns:
-            f()
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in fns:
-            f()
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / 1e3 / len(fns))
-    del g
-    return statistics.median(times)
-
-
-def copies_for(nbytes: int) -> int:
-    return max(2, math.ceil(ROTATE_BYTES / max(nbytes, 1)))
-
-
 def bench_shape(K, N, m, *, bits=4, group_size=128, dtype=torch.float16, asym=False, act_order=False,
                 mode="auto", fp16=True):
     w0 = make_weights(K, N, bits, group_size, dtype, asym=asym, act_order=act_order)
-    n = copies_for(weight_bytes(w0))
+    n = copies_for(weight_bytes(w0), ROTATE_BYTES)
     ws = [w0] + [make_weights(K, N, bits, group_size, dtype, asym=asym, act_order=act_order) for _ in range(n - 1)]
     x = torch.randn(m, K, dtype=dtype, device="cuda")
     calls = max(n, 8 if m <= 256 else 2)
-    t = graph_time([lambda w=ws[i % n]: marlin.gemm(x, w, mode) for i in range(calls)])
+    t = graph_median([lambda w=ws[i % n]: marlin.gemm(x, w, mode) for i in range(calls)], reps=7)
     qbytes = weight_bytes(w0) + x.numel() * 2 + m * N * 2
     row = dict(K=K, N=N, m=m, bits=bits, group_size=group_size, dtype=str(dtype).split(".")[-1], asym=asym,
                act_order=act_order, mode=mode, us=t * 1e6, TBps=qbytes / t / 1e12, pct_bw=100 * qbytes / t / PEAK_BW,
@@ -92,10 +60,10 @@ def bench_shape(K, N, m, *, bits=4, group_size=128, dtype=torch.float16, asym=Fa
     del ws
     if fp16:
         Wb = K * N * 2
-        nf = copies_for(Wb)
+        nf = copies_for(Wb, ROTATE_BYTES)
         Ws = [torch.randn(N, K, dtype=dtype, device="cuda") for _ in range(nf)]
         callsf = max(nf, 8 if m <= 256 else 2)
-        tf = graph_time([lambda W=Ws[i % nf]: torch.nn.functional.linear(x, W) for i in range(callsf)])
+        tf = graph_median([lambda W=Ws[i % nf]: torch.nn.functional.linear(x, W) for i in range(callsf)], reps=7)
         row.update(fp16_us=tf * 1e6, speedup=tf / t)
         del Ws
     torch.cuda.empty_cache()

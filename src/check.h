@@ -4,6 +4,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "common/packing.h"
+
 #define GPTQ_CHECK(cond, op, ...) TORCH_CHECK((cond), op, ": ", __VA_ARGS__)
 
 namespace gptq::detail {
@@ -14,9 +16,7 @@ inline void check_bits(const char* op, int64_t bits) {
   GPTQ_CHECK(is_supported_bits(bits), op, "bits must be one of {2, 3, 4, 8}, got ", bits);
 }
 
-// Values per packing period and the words they fill: 32 values -> 3 words for 3 bits; 32/bits values
-// -> 1 word otherwise.
-inline int64_t pack_period_values(int64_t bits) { return bits == 3 ? 32 : 32 / bits; }
-inline int64_t pack_period_words(int64_t bits) { return bits == 3 ? 3 : 1; }
+using gptq::pack_period_values;  // csrc/common/packing.h
+using gptq::pack_period_words;
 
 }  // namespace gptq::detail

@@ -5,6 +5,8 @@ The native library registers its operators under ``torch.ops.gptq``; this packag
 
 from __future__ import annotations
 
+from pathlib import Path as _Path
+
 from ._loader import load as _load
 
 _C, _BUILD_INFO = _load()
@@ -28,7 +30,7 @@ from .quantize import (  # noqa: E402
     rtn_quantize_weight,
 )
 
-cmake_prefix_path: str = str(__import__("pathlib").Path(__file__).resolve().parent / "share" / "cmake")
+cmake_prefix_path: str = str(_Path(__file__).resolve().parent / "share" / "cmake")
 """Folder to add to CMAKE_PREFIX_PATH so that C++ projects find this copy with find_package(gptq)."""
 
 __all__ = [

@@ -8,11 +8,11 @@
 // kernel streams K*N*(bits/8 + 2) bytes and is bound by their bandwidth.
 #include "autogptq_launch.h"
 
+#include "common/packing.h"
+
 namespace gptq::cuda {
 namespace {
 
-__host__ __device__ constexpr int period_values(int bits) { return bits == 3 ? 32 : 32 / bits; }
-__host__ __device__ constexpr int period_words(int bits) { return bits == 3 ? 3 : 1; }
 
 template <typename T>
 struct Vec4;
@@ -46,7 +46,7 @@ __global__ void __launch_bounds__(256) dequantize_kn_kernel(const uint32_t* __re
                                                             const int32_t* __restrict__ g_idx, T* __restrict__ out,
                                                             int64_t K, int64_t N, int64_t group_size,
                                                             bool zeros_minus_one) {
-  constexpr int PV = period_values(BITS), PW = period_words(BITS);
+  constexpr int PV = pack_period_values(BITS), PW = pack_period_words(BITS);
   constexpr uint32_t kMask = (1u << BITS) - 1u;
   const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 4;
   const int64_t p = blockIdx.y;
@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(256) dequantize_kn_kernel(const uint32_t* __re
 template <typename T, int BITS>
 cudaError_t launch_bits(const uint32_t* qweight, const uint32_t* qzeros, const T* scales, const int32_t* g_idx,
                         T* out, int64_t K, int64_t N, int64_t group_size, bool zeros_minus_one, cudaStream_t stream) {
-  const int64_t periods = K / period_values(BITS);
+  const int64_t periods = K / pack_period_values(BITS);
   if (periods == 0 || N == 0) return cudaSuccess;
   if (periods > 65535) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>((N / 4 + 255) / 256), static_cast<unsigned>(periods));
@@ -113,7 +113,7 @@ template <typename T>
 cudaError_t launch_dequantize_kn(const uint32_t* qweight, const uint32_t* qzeros, const T* scales,
                                  const int32_t* g_idx, T* out, int64_t K, int64_t N, int bits, int64_t group_size,
                                  bool zeros_minus_one, cudaStream_t stream) {
-  if (K % period_values(bits) != 0 || N % 4 != 0) return cudaErrorInvalidValue;
+  if (K % pack_period_values(bits) != 0 || N % 4 != 0) return cudaErrorInvalidValue;
   switch (bits) {
     case 2: return launch_bits<T, 2>(qweight, qzeros, scales, g_idx, out, K, N, group_size, zeros_minus_one, stream);
     case 3: return launch_bits<T, 3>(qweight, qzeros, scales, g_idx, out, K, N, group_size, zeros_minus_one, stream);

@@ -22,6 +22,9 @@
 // every k; the same flush then runs per k, reloading scale and zero when the group differs.
 #include "autogptq_launch.h"
 
+#include "common/dtype.cuh"
+#include "common/packing.h"
+
 #include <algorithm>
 #include <type_traits>
 
@@ -33,26 +36,12 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kColsPerBlock = 32 * 4;
 constexpr int kMaxChunkK = 1024;  // input channels staged per block: MT * 4 KiB of shared memory
 
-__host__ __device__ constexpr int period_values(int bits) { return bits == 3 ? 32 : 32 / bits; }
-__host__ __device__ constexpr int period_words(int bits) { return bits == 3 ? 3 : 1; }
 
 // Bit position, inside the 32-bit view it is decoded from, of value j of a period (see the header).
 __host__ __device__ constexpr int field_pos(int bits, int j) {
   return ((bits * j) & 31) + bits > 32 ? 0 : (((bits * j) & 31) + bits <= 23 ? ((bits * j) & 31) : ((bits * j) & 31) - 16);
 }
 
-template <typename T>
-__device__ __forceinline__ float to_float(T v);
-template <>
-__device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // (a & MASK) | BITS_SET as one LOP3: written in PTX because the compiler otherwise splits it into
 // two instructions (a LOP3 takes a single immediate operand).
@@ -113,8 +102,8 @@ __global__ void __launch_bounds__(kThreads) autogptq_gemv_kernel(
     const T* __restrict__ scales, const int32_t* __restrict__ g_idx, T* __restrict__ out,
     float* __restrict__ partial, int64_t M, int64_t K, int64_t N, int64_t group_size, bool zeros_minus_one,
     int warp_periods) {
-  constexpr int PV = period_values(BITS);
-  constexpr int PW = period_words(BITS);
+  constexpr int PV = pack_period_values(BITS);
+  constexpr int PW = pack_period_words(BITS);
   constexpr int U = BITS == 3 ? 2 : 4;  // periods whose loads are in flight together
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
@@ -318,7 +307,7 @@ struct Plan {
 };
 
 Plan make_plan(int64_t K, int64_t N, int bits, int sm_count) {
-  const int pv = period_values(bits);
+  const int pv = pack_period_values(bits);
   const int64_t periods = K / pv;
   const int64_t col_blocks = (N + kColsPerBlock - 1) / kColsPerBlock;
   const int max_wp = std::max(1, kMaxChunkK / (kWarps * pv));
@@ -334,7 +323,7 @@ template <typename T, int BITS, int MT, bool PER_K>
 cudaError_t launch_typed(const T* x, const uint32_t* qweight, const uint32_t* qzeros, const T* scales,
                          const int32_t* g_idx, T* out, float* workspace, int64_t M, int64_t K, int64_t N,
                          int64_t group_size, bool zeros_minus_one, const Plan& plan, cudaStream_t stream) {
-  constexpr int PV = period_values(BITS);
+  constexpr int PV = pack_period_values(BITS);
   const int chunk_periods = kWarps * plan.warp_periods;
   const int chunk_k = chunk_periods * PV;
   const size_t stage = sizeof(float) * (MT * (chunk_k + chunk_periods) + (PER_K ? chunk_k : 0));
@@ -356,7 +345,7 @@ template <typename T, int BITS>
 cudaError_t launch_bits(const T* x, const uint32_t* qweight, const uint32_t* qzeros, const T* scales,
                         const int32_t* g_idx, T* out, float* workspace, int64_t M, int64_t K, int64_t N,
                         int64_t group_size, bool zeros_minus_one, const Plan& plan, cudaStream_t stream) {
-  constexpr int PV = period_values(BITS);
+  constexpr int PV = pack_period_values(BITS);
   // Contiguous groups that never change inside a period take the per-period path.
   const bool per_k = g_idx != nullptr || (group_size > 0 && group_size % PV != 0);
 #define GPTQ_AUTOGPTQ_LAUNCH(MT, PK)                                                                              \
@@ -383,7 +372,7 @@ cudaError_t launch_autogptq_gemm(const T* x, const uint32_t* qweight, const uint
                                  const int32_t* g_idx, T* out, float* workspace, int64_t M, int64_t K, int64_t N,
                                  int bits, int64_t group_size, bool zeros_minus_one, int sm_count,
                                  cudaStream_t stream) {
-  if (M < 1 || M > kGemvMaxRows || K % period_values(bits) != 0 || N % 4 != 0) return cudaErrorInvalidValue;
+  if (M < 1 || M > kGemvMaxRows || K % pack_period_values(bits) != 0 || N % 4 != 0) return cudaErrorInvalidValue;
   if (N == 0) return cudaSuccess;
   const Plan plan = make_plan(K, N, bits, sm_count);
   if (plan.splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;

@@ -16,36 +16,20 @@
 // bank groups, so each quarter-warp store phase is conflict-free.
 #include "dequant_launch.h"
 
+#include "common/dtype.cuh"
+#include "common/packing.h"
+
 namespace gptq::cuda {
 namespace {
 
-template <typename T>
-__device__ __forceinline__ float to_float(T v);
-template <>
-__device__ __forceinline__ float to_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-// Value j of a continuous little-endian bit stream starting at `words` (stride between consecutive
-// words: `stride` elements).
+// Value j of a continuous little-endian bit stream of contiguous words starting at `words`.
 template <int BITS>
-__device__ __forceinline__ uint32_t stream_value(const uint32_t* words, int64_t stride, int64_t j) {
+__device__ __forceinline__ uint32_t stream_value(const uint32_t* words, int64_t j) {
   const int64_t bit = j * BITS;
   const int64_t w = bit >> 5;
   const int off = static_cast<int>(bit & 31);
-  uint32_t v = __ldg(words + w * stride) >> off;
-  if (off + BITS > 32) v |= __ldg(words + (w + 1) * stride) << (32 - off);
+  uint32_t v = __ldg(words + w) >> off;
+  if (off + BITS > 32) v |= __ldg(words + w + 1) << (32 - off);
   return v & ((1u << BITS) - 1u);
 }
 
@@ -58,8 +42,8 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(
     const uint32_t* __restrict__ qweight, const uint32_t* __restrict__ qzeros, const T* __restrict__ scales,
     const int32_t* __restrict__ g_idx, T* __restrict__ out, int64_t K, int64_t N, int64_t group_size,
     bool zeros_minus_one) {
-  constexpr int kValues = BITS == 3 ? 32 : 32 / BITS;  // values per packing period
-  constexpr int kWords = BITS == 3 ? 3 : 1;            // int32 words per period
+  constexpr int kValues = pack_period_values(BITS);  // values per packing period
+  constexpr int kWords = pack_period_words(BITS);    // int32 words per period
   constexpr int kPeriods = kTileK / kValues;           // periods per tile column
   constexpr uint32_t kMask = (1u << BITS) - 1u;
   constexpr int kRowElems = kTileK + 16 / static_cast<int>(sizeof(T));  // padded tile row
@@ -89,7 +73,7 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(
       if (g != cached_g) {  // without act-order a whole period usually shares one group
         cached_g = g;
         scale = to_float(scales[g * N + n]);
-        uint32_t z = stream_value<BITS>(qzeros + g * zero_words_per_row, 1, n);
+        uint32_t z = stream_value<BITS>(qzeros + g * zero_words_per_row, n);
         if (zeros_minus_one) z = (z + 1u) & kMask;
         zero = static_cast<float>(z);
       }
