@@ -1,7 +1,9 @@
 """Timing shared by the kernel benchmarks.
 
 A kernel of a few microseconds is timed inside a CUDA graph, so launch overhead does not hide it; the
-graph calls each function of a list once, and the list rotates over weight copies that together
+graph calls the functions of a list in turn, at least MIN_CALLS times in all (replaying a graph has a
+fixed cost of several microseconds, which a decoding step's graph of hundreds of kernels pays once,
+so it is spread over as many calls here), and the list rotates over weight copies that together
 exceed the L2 cache, so every call streams its weights from device memory.
 """
 
@@ -13,8 +15,13 @@ import statistics
 import torch
 
 
+MIN_CALLS = 24
+
+
 def graph_median(fns, reps: int) -> float:
-    """Median seconds per call over `reps` replays of one CUDA graph that calls every fn in `fns` once."""
+    """Median seconds per call over `reps` replays of one CUDA graph that calls the fns in `fns` in turn,
+    every one the same number of times and at least MIN_CALLS calls in all."""
+    rounds = max(1, math.ceil(MIN_CALLS / len(fns)))
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
@@ -24,8 +31,9 @@ def graph_median(fns, reps: int) -> float:
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        for f in fns:
-            f()
+        for _ in range(rounds):
+            for f in fns:
+                f()
     g.replay()
     torch.cuda.synchronize()
     times = []
@@ -35,7 +43,7 @@ def graph_median(fns, reps: int) -> float:
         g.replay()
         b.record()
         b.synchronize()
-        times.append(a.elapsed_time(b) * 1e-3 / len(fns))
+        times.append(a.elapsed_time(b) * 1e-3 / (rounds * len(fns)))
     del g
     return statistics.median(times)
 

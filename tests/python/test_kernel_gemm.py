@@ -204,10 +204,11 @@ def run_exllamav2(L, x, act_order):
 @pytest.mark.gpu
 @pytest.mark.parametrize("K,N", REAL_SHAPES)
 @pytest.mark.parametrize("act_order", [False, True])
-def test_cuda_exllamav2_half2_path_real_shapes(K, N, act_order):
-    # fp16, 4 bits, m = 1: the half2 kernel (products rounded to fp16, sums in fp32).
-    L, W = make_layer(4, K, N, 128, act_order=act_order, device="cuda", seed=K - N)
-    x = torch.randn(1, K, device="cuda").half()
+@pytest.mark.parametrize("m", [1, 3])
+def test_cuda_exllamav2_half2_path_real_shapes(K, N, act_order, m):
+    # fp16, 4 bits, m <= 4: the half2 kernel (products rounded to fp16, sums in fp32).
+    L, W = make_layer(4, K, N, 128, act_order=act_order, device="cuda", seed=K - N + m)
+    x = torch.randn(m, K, device="cuda").half()
     y = run_exllamav2(L, x, act_order)
     assert not torch.isnan(y).any()
     assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
@@ -216,11 +217,38 @@ def test_cuda_exllamav2_half2_path_real_shapes(K, N, act_order):
 @pytest.mark.gpu
 @pytest.mark.parametrize("group_size", [32, 64, -1])
 @pytest.mark.parametrize("fmt", ["gptq", "gptq_v2"])
-def test_cuda_exllamav2_half2_path_groups_formats_and_large_activations(group_size, fmt):
-    L, W = make_layer(4, 4096, 1056, group_size, fmt=fmt, device="cuda", seed=3)
-    x = torch.randn(1, 4096, device="cuda")
-    x[0, ::97] *= 2000  # outlier channels as in real LLM activations: no fp16 overflow in the partial sums
+@pytest.mark.parametrize("m", [1, 2, 4])
+def test_cuda_exllamav2_half2_path_groups_formats_and_large_activations(group_size, fmt, m):
+    L, W = make_layer(4, 4096, 1056, group_size, fmt=fmt, device="cuda", seed=3 + m)
+    x = torch.randn(m, 4096, device="cuda")
+    x[:, ::97] *= 2000  # outlier channels as in real LLM activations: no fp16 overflow in the partial sums
     x = x.half()
     y = run_exllamav2(L, x, False)
     assert torch.isfinite(y).all()
     assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("K,N,group_size", [(4104, 1056, -1), (2080, 8, 32), (64, 4096, 64), (8, 16, -1)])
+def test_cuda_exllamav2_half2_path_ragged_k_and_narrow_n(m, K, N, group_size):
+    # K/8 not a multiple of the 8-row batch (4104 -> 513 packed rows), a group of 32 (4-row batches),
+    # one 8-column strip, one packed row: the tails of every loop.
+    L, W = make_layer(4, K, N, group_size, device="cuda", seed=K + N + m)
+    x = torch.randn(m, K, device="cuda").half()
+    y = run_exllamav2(L, x, False)
+    assert torch.isfinite(y).all()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("K,N", [(8192, 8192), (4096, 4096)])
+def test_cuda_exllamav2_split_k_repeats_bit_exactly(K, N):
+    # These shapes split K over several blocks; the last block of each column strip adds the partials
+    # in split order and resets its counter, so a second call must give the same bits.
+    L, W = make_layer(4, K, N, 128, device="cuda", seed=11)
+    x = torch.randn(1, K, device="cuda").half()
+    y1 = run_exllamav2(L, x, False)
+    y2 = run_exllamav2(L, x, False)
+    assert torch.equal(y1, y2)
+    assert rel_error(y1, x.double() @ W.t()) < TOL[torch.float16]

@@ -1,12 +1,14 @@
-// Launcher for the ExLlamaV2-style GEMV: fp16 activations, 4-bit weights with contiguous groups (act-order
-// layers have their rows sorted by group at load, gptq::exllamav2_prepare), M = 1.
+// Launcher for the ExLlamaV2-style GEMV: fp16 activations, M = 1..4 rows, 4-bit weights with
+// contiguous groups (act-order layers have their rows sorted by group at load, gptq::exllamav2_prepare).
 //
-// Where the AutoGPTQ-style kernel decodes one weight per instruction into fp32, this one decodes two
-// per instruction into a half2 and multiplies in half2, as ExLlamaV2 does: a LOP3 merges the nibble
-// pair (k, k+4) of a word into the mantissas of 1024.0h (0x6400), one HSUB2 with (1024 + z) leaves
-// the exact integers v - z, and one HFMA2 multiplies them with x. The half2 partial sums cover one
-// packed word (8 input channels) and are then added into fp32 accumulators, and the group scale is
-// applied in fp32 at group boundaries, so rounding stays at the level of fp16 products.
+// Arithmetic. Where the AutoGPTQ-style kernel decodes one weight per instruction into fp32, this one
+// decodes two per instruction into a half2, as ExLlamaV2 does. A LOP3 merges a nibble pair of a word
+// into the mantissas of 1024.0h (0x6400): mask 0x000F000F gives 1024 + q, mask 0x00F000F0 gives
+// 1024 + 16q. One HFMA2 with 2^-4 (resp. 2^-8) and the addend -(64 + z/16) (resp. -(4 + z/16)) then
+// leaves (q - z)/16 exactly, and one HFMA2 multiplies it with the x pair: three instructions per two
+// weights, one shift per word. The half2 chains cover two packed rows (16 input channels) and are
+// added into fp32 accumulators; the group scale (and the 16) is applied in fp32 once per batch, so
+// rounding stays at the level of fp16 products.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -16,13 +18,36 @@
 
 namespace gptq::cuda {
 
-// Bytes of fp32 workspace the launch needs (split-K partial sums; 0 when one split suffices).
-int64_t exllamav2_workspace_bytes(int64_t K, int64_t N, int sm_count);
+constexpr int kExllamaV2MaxM = 4;
 
-// x [1, K] fp16 (already gathered by the act-order permutation), qweight [K/8, N] with contiguous groups,
-// qzeros [G, N/8], scales [G, N] fp16, out [1, N]. group_size -1 or a multiple of 8; N % 4 == 0.
-cudaError_t launch_exllamav2_gemv(const __half* x, const uint32_t* qweight, const uint32_t* qzeros,
-                                  const __half* scales, __half* out, float* workspace, int64_t K, int64_t N,
-                                  int64_t group_size, bool zeros_minus_one, int sm_count, cudaStream_t stream);
+struct ExllamaV2GemvArgs {
+  const __half* x = nullptr;          // [M, K], 16-byte aligned (already gathered by the act-order permutation)
+  const uint32_t* qweight = nullptr;  // [K/8, N] with contiguous groups, 16-byte aligned
+  const uint32_t* qzeros = nullptr;   // [G, N/8]
+  const __half* scales = nullptr;     // [G, N]
+  __half* out = nullptr;              // [M, N]
+  float* partial = nullptr;           // [splits, M, N] when the plan splits K
+  int* counters = nullptr;            // [col_blocks], zero before the first call; left at zero
+  int64_t M = 0, K = 0, N = 0;        // K % 8 == 0, N % 8 == 0
+  int64_t group_size = -1;            // -1 or a multiple of 8 * plan.rows_per_batch
+  bool zeros_minus_one = false;       // GPTQ v1 checkpoints store z - 1
+  int batches_per_split = 0;          // set by the launcher from the plan
+};
+
+struct ExllamaV2GemvPlan {
+  int rows_per_batch = 8;  // packed rows (8 input channels each) a warp loads at once
+  int64_t col_blocks = 0;  // grid.x: blocks of 128 columns
+  int64_t splits = 1;      // grid.y: K splits
+  int64_t batches_per_split = 0;
+};
+
+// Group sizes the kernel takes for M rows: -1 or a multiple of 32 (64 for the 8-row batches at M = 1).
+inline bool exllamav2_gemv_supports(int64_t M, int64_t group_size) {
+  return M >= 1 && M <= kExllamaV2MaxM && (group_size == -1 || (group_size > 0 && group_size % 32 == 0));
+}
+
+ExllamaV2GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm_count);
+
+cudaError_t launch_exllamav2_gemv(const ExllamaV2GemvArgs& args, const ExllamaV2GemvPlan& plan, cudaStream_t stream);
 
 }  // namespace gptq::cuda

@@ -25,31 +25,49 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
                perm->sizes());
     xp = x.index_select(1, *perm);
   }
-  const bool half2_path = x.scalar_type() == at::kHalf && bits == 4 && x.size(0) == 1 && s.N % 8 == 0 &&
-                          (group_size == -1 || group_size % 8 == 0);
+  const int64_t M = x.size(0);
+  const bool half2_path = x.scalar_type() == at::kHalf && bits == 4 && s.N % 8 == 0 &&
+                          exllamav2_gemv_supports(M, group_size);
   if (!half2_path) {
     return gptq::autogptq_gemm(xp, qweight_sorted, qzeros, scales, c10::nullopt, bits, group_size,
                                static_cast<CheckpointFormat>(checkpoint_format));
   }
   const c10::cuda::CUDAGuard guard(x.device());
-  auto xc = xp.contiguous();
-  auto qw = qweight_sorted.contiguous();
+  // 16-byte loads of x and qweight: a view at an odd offset is copied once.
+  auto aligned = [](at::Tensor t) {
+    t = t.contiguous();
+    return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0 ? t : t.clone();
+  };
+  auto xc = aligned(xp);
+  auto qw = aligned(qweight_sorted);
   auto qz = qzeros.contiguous();
-  auto sc = scales.contiguous();
-  auto out = at::empty({1, s.N}, x.options());
+  auto sc = aligned(scales);
+  auto out = at::empty({M, s.N}, x.options());
   if (s.N == 0) return out;
   const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  const int64_t ws_bytes = exllamav2_workspace_bytes(s.K, s.N, sm_count);
-  at::Tensor ws;
-  if (ws_bytes > 0) ws = at::empty({ws_bytes / 4}, x.options().dtype(at::kFloat));
-  const cudaError_t err = launch_exllamav2_gemv(
-      reinterpret_cast<const __half*>(xc.const_data_ptr<at::Half>()),
-      reinterpret_cast<const uint32_t*>(qw.const_data_ptr<int32_t>()),
-      reinterpret_cast<const uint32_t*>(qz.const_data_ptr<int32_t>()),
-      reinterpret_cast<const __half*>(sc.const_data_ptr<at::Half>()), reinterpret_cast<__half*>(out.data_ptr<at::Half>()),
-      ws.defined() ? ws.data_ptr<float>() : nullptr, s.K, s.N, group_size, checkpoint_format == 1, sm_count,
-      at::cuda::getCurrentCUDAStream().stream());
-  GPTQ_CHECK(err == cudaSuccess, op, "kernel launch failed for K = ", s.K, ", N = ", s.N, ": ", cudaGetErrorString(err));
+  const ExllamaV2GemvPlan plan = exllamav2_gemv_plan(M, s.K, s.N, group_size, sm_count);
+  // Split-K workspaces through the caching allocator (safe under CUDA graph capture): fp32 partial
+  // sums, fully written before they are read, and one zeroed counter per 128-column strip.
+  at::Tensor partial, counters;
+  ExllamaV2GemvArgs args;
+  if (plan.splits > 1) {
+    partial = at::empty({plan.splits, M, s.N}, x.options().dtype(at::kFloat));
+    counters = at::zeros({plan.col_blocks}, x.options().dtype(at::kInt));
+    args.partial = partial.data_ptr<float>();
+    args.counters = counters.data_ptr<int>();
+  }
+  args.x = reinterpret_cast<const __half*>(xc.const_data_ptr<at::Half>());
+  args.qweight = reinterpret_cast<const uint32_t*>(qw.const_data_ptr<int32_t>());
+  args.qzeros = reinterpret_cast<const uint32_t*>(qz.const_data_ptr<int32_t>());
+  args.scales = reinterpret_cast<const __half*>(sc.const_data_ptr<at::Half>());
+  args.out = reinterpret_cast<__half*>(out.data_ptr<at::Half>());
+  args.M = M;
+  args.K = s.K;
+  args.N = s.N;
+  args.group_size = group_size;
+  args.zeros_minus_one = checkpoint_format == 1;
+  const cudaError_t err = launch_exllamav2_gemv(args, plan, at::cuda::getCurrentCUDAStream().stream());
+  GPTQ_CHECK(err == cudaSuccess, op, "kernel launch failed for M = ", M, ", K = ", s.K, ", N = ", s.N, ": ", cudaGetErrorString(err));
   return out;
 }
 

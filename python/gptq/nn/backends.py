@@ -7,7 +7,8 @@ explicit name, or refuses it with the reason.
 
 Backends (in the order backend="auto" tries them; see `_auto_order`):
   exllamav2  act-order rows sorted by g_idx at load (x's columns gathered per call), then a half2 GEMV
-             for fp16, 4 bits and M = 1, else the autogptq kernel on the sorted rows.
+             for fp16, 4 bits, M = 1..4 and group size -1 or a multiple of 32, else the autogptq
+             kernel on the sorted rows.
   autogptq   the checkpoint layout as stored, every bit width, group size and g_idx: split-K GEMV on CUDA
              cores for M <= 16 (g_idx out of order is decoded per input channel, slower), dequantize +
              cuBLAS above.
