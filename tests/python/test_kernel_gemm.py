@@ -252,3 +252,31 @@ def test_cuda_exllamav2_split_k_repeats_bit_exactly(K, N):
     y2 = run_exllamav2(L, x, False)
     assert torch.equal(y1, y2)
     assert rel_error(y1, x.double() @ W.t()) < TOL[torch.float16]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 2, 4])
+@pytest.mark.parametrize("group_size", [32, 64, -1])
+@pytest.mark.parametrize("fmt", ["gptq", "gptq_v2"])
+def test_cuda_autogptq_3bit_half2_path_groups_ragged_k_and_large_activations(m, group_size, fmt):
+    # fp16, 3 bits, m <= 4, no g_idx: the half2 GEMV (autogptq_gemv3.cu). K = 4160 is 130 periods of
+    # 32 channels (group 64 takes two-period batches, and 4160 / 64 = 65 groups); N = 1056 ends inside
+    # a 128-column block and puts the zero points of some lanes across two qzeros words.
+    L, W = make_layer(3, 4160, 1056, group_size, fmt=fmt, device="cuda", seed=m + 7)
+    x = torch.randn(m, 4160, device="cuda")
+    x[:, ::97] *= 2000  # outlier channels: no fp16 overflow in the half2 chains
+    x = x.half()
+    poison_cuda_allocator()
+    y = run_autogptq(L, x, False)
+    assert torch.isfinite(y).all()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+
+
+@pytest.mark.gpu
+def test_cuda_autogptq_3bit_split_k_repeats_bit_exactly():
+    L, W = make_layer(3, 8192, 8192, 128, device="cuda", seed=5)
+    x = torch.randn(1, 8192, device="cuda").half()
+    y1 = run_autogptq(L, x, False)
+    y2 = run_autogptq(L, x, False)
+    assert torch.equal(y1, y2)
+    assert rel_error(y1, x.double() @ W.t()) < TOL[torch.float16]

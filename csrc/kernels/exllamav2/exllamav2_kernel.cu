@@ -19,30 +19,18 @@
 #include <algorithm>
 #include <mutex>
 
+#include "common/gemv.cuh"
+
 namespace gptq::cuda {
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
-constexpr int kColsPerBlock = 128;
-
-template <uint32_t MASK, uint32_t BITS_SET>
-__device__ __forceinline__ uint32_t and_or(uint32_t a) {
-  uint32_t d;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "n"(MASK), "n"(BITS_SET));
-  return d;
-}
-__device__ __forceinline__ __half2 as_half2(uint32_t v) { return *reinterpret_cast<__half2*>(&v); }
-__device__ __forceinline__ uint32_t as_u32(__half2 v) { return *reinterpret_cast<uint32_t*>(&v); }
-
-// Weights are read once: no L1 allocation, and a 256-byte L2 prefetch for the rest of the row run.
-__device__ __forceinline__ uint4 load_stream(const uint32_t* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
+using gemv::and_or;
+using gemv::as_half2;
+using gemv::as_u32;
+using gemv::kColsPerBlock;
+using gemv::kThreads;
+using gemv::kWarps;
+using gemv::load_stream;
 
 // Per column c of the lane's quad: -(64 + z/16) and -(4 + z/16) as half2, the addends that turn the
 // magic-number fields into (q - z) / 16 (exact: both are multiples of 2^-4 below 2^7).
@@ -167,43 +155,8 @@ __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(ExllamaV2GemvA
     }
   }
 
-#pragma unroll
-  for (int m = 0; m < M; ++m)
-    *reinterpret_cast<float4*>(&red[warp][m][lane * 4]) = make_float4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]);
-  __syncthreads();
-  // Entry e = (row e / 128, column e % 128) of the block's [M, 128] tile: summed over the warps, the
-  // 16 undoing the 2^-4 folded into the weights. With M > 2 a thread takes several entries.
-  const int t = threadIdx.x;
-  const int64_t col_base = int64_t(blockIdx.x) * kColsPerBlock;
-  const bool single = gridDim.y == 1;
-  for (int e = t; e < M * kColsPerBlock; e += kThreads) {
-    const int rm = e / kColsPerBlock, cc = e % kColsPerBlock;
-    if (col_base + cc >= N) continue;
-    float v = 0.f;
-#pragma unroll
-    for (int w2 = 0; w2 < kWarps; ++w2) v += red[w2][rm][cc];
-    v *= 16.0f;
-    if (single) {
-      a.out[rm * N + col_base + cc] = __float2half_rn(v);
-    } else {
-      a.partial[(int64_t(blockIdx.y) * M + rm) * N + col_base + cc] = v;
-    }
-  }
-  if (single) return;
-  __threadfence();
-  __syncthreads();
-  if (t == 0) last_flag = atomicAdd(a.counters + blockIdx.x, 1) == int(gridDim.y) - 1;
-  __syncthreads();
-  if (!last_flag) return;
-  __threadfence();
-  for (int e = t; e < M * kColsPerBlock; e += kThreads) {
-    const int rm = e / kColsPerBlock, cc = e % kColsPerBlock;
-    if (col_base + cc >= N) continue;
-    float total = 0.f;
-    for (int y = 0; y < int(gridDim.y); ++y) total += __ldcg(a.partial + (int64_t(y) * M + rm) * N + col_base + cc);
-    a.out[rm * N + col_base + cc] = __float2half_rn(total);
-  }
-  if (t == 0) a.counters[blockIdx.x] = 0;  // ready for the next call
+  // The 16 undoes the 2^-4 folded into the weights.
+  gemv::finish<M>(acc, red, &last_flag, 16.0f, a.out, a.partial, a.counters, N);
 }
 
 template <int M, int ROWS>
@@ -249,11 +202,7 @@ ExllamaV2GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t g
   p.rows_per_batch = rows_per_batch(M, group_size);
   p.col_blocks = (N + kColsPerBlock - 1) / kColsPerBlock;
   const int64_t batches = (K / 8 + p.rows_per_batch - 1) / p.rows_per_batch;
-  // One wave of resident blocks: measured best on the H100 for every real shape (fewer splits
-  // starve the SMs, more add partial traffic and shorten each warp's pipeline).
-  const int64_t slots = int64_t(std::max(sm_count, 1)) * blocks_per_sm(M, p.rows_per_batch);
-  int64_t splits = std::max<int64_t>(1, slots / p.col_blocks);
-  splits = std::min<int64_t>(splits, std::max<int64_t>(1, batches / kWarps));
+  const int64_t splits = gemv::splits_for(p.col_blocks, batches, sm_count, blocks_per_sm(M, p.rows_per_batch));
   p.batches_per_split = (batches + splits - 1) / splits;
   p.splits = std::max<int64_t>(1, (batches + p.batches_per_split - 1) / p.batches_per_split);
   return p;

@@ -1,0 +1,94 @@
+// Pieces shared by the split-K GEMVs on CUDA cores (csrc/kernels/exllamav2, the 3-bit half2 GEMV in
+// csrc/kernels/autogptq): streaming loads, the magic-number bit-field merge, and the epilogue that
+// reduces a block's warps and then the K splits in one kernel.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace gptq::cuda::gemv {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kColsPerBlock = 128;  // a lane owns 4 adjacent columns
+
+// (a & MASK) | BITS_SET as one LOP3: written in PTX because the compiler otherwise splits it into
+// two instructions (a LOP3 takes a single immediate operand).
+template <uint32_t MASK, uint32_t BITS_SET>
+__device__ __forceinline__ uint32_t and_or(uint32_t a) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "n"(MASK), "n"(BITS_SET));
+  return d;
+}
+__device__ __forceinline__ __half2 as_half2(uint32_t v) { return *reinterpret_cast<__half2*>(&v); }
+__device__ __forceinline__ uint32_t as_u32(__half2 v) { return *reinterpret_cast<uint32_t*>(&v); }
+
+// Weights are read once: no L1 allocation, and a 256-byte L2 prefetch for the rest of the row run.
+__device__ __forceinline__ uint4 load_stream(const uint32_t* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// Block epilogue. acc[m][c] is this lane's sum for row m, column 128 * blockIdx.x + 4 * lane + c, over
+// its share of the block's K split; `scale` multiplies the final sums. The warps are added through
+// shared memory red [kWarps][M][128]; with one split (gridDim.y == 1) the block writes out [M, N]
+// directly, else it writes fp32 partial [splits, M, N] and the last block of the column strip to
+// arrive (counters[blockIdx.x], left at zero again) adds the splits in split order, so the result
+// does not depend on the order in which blocks finish.
+template <int M>
+__device__ __forceinline__ void finish(const float (&acc)[M][4], float (*red)[M][kColsPerBlock], int* last_flag,
+                                       float scale, __half* __restrict__ out, float* __restrict__ partial,
+                                       int* __restrict__ counters, int64_t N) {
+  const int t = threadIdx.x, warp = t >> 5, lane = t & 31;
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+    *reinterpret_cast<float4*>(&red[warp][m][lane * 4]) = make_float4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]);
+  __syncthreads();
+  const int64_t col_base = int64_t(blockIdx.x) * kColsPerBlock;
+  const bool single = gridDim.y == 1;
+  for (int e = t; e < M * kColsPerBlock; e += kThreads) {  // entry e: row e / 128, column e % 128
+    const int rm = e / kColsPerBlock, cc = e % kColsPerBlock;
+    if (col_base + cc >= N) continue;
+    float v = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) v += red[w][rm][cc];
+    v *= scale;
+    if (single) {
+      out[rm * N + col_base + cc] = __float2half_rn(v);
+    } else {
+      partial[(int64_t(blockIdx.y) * M + rm) * N + col_base + cc] = v;
+    }
+  }
+  if (single) return;
+  __threadfence();
+  __syncthreads();
+  if (t == 0) *last_flag = atomicAdd(counters + blockIdx.x, 1) == int(gridDim.y) - 1;
+  __syncthreads();
+  if (!*last_flag) return;
+  __threadfence();
+  for (int e = t; e < M * kColsPerBlock; e += kThreads) {
+    const int rm = e / kColsPerBlock, cc = e % kColsPerBlock;
+    if (col_base + cc >= N) continue;
+    float total = 0.f;
+    for (int y = 0; y < int(gridDim.y); ++y) total += __ldcg(partial + (int64_t(y) * M + rm) * N + col_base + cc);
+    out[rm * N + col_base + cc] = __float2half_rn(total);
+  }
+  if (t == 0) counters[blockIdx.x] = 0;  // ready for the next call
+}
+
+// Split count for a GEMV over `col_blocks` strips of 128 columns and `batches` batches along K: one
+// wave of resident blocks (measured best on the H100 for every real shape: fewer splits starve the
+// SMs, more add partial traffic and shorten each warp's pipeline), at least kWarps batches a split.
+inline int64_t splits_for(int64_t col_blocks, int64_t batches, int sm_count, int blocks_per_sm) {
+  const int64_t slots = int64_t(sm_count > 1 ? sm_count : 1) * (blocks_per_sm > 1 ? blocks_per_sm : 1);
+  int64_t splits = slots / col_blocks;
+  if (splits < 1) splits = 1;
+  const int64_t cap = batches / kWarps > 1 ? batches / kWarps : 1;
+  return splits < cap ? splits : cap;
+}
+
+}  // namespace gptq::cuda::gemv

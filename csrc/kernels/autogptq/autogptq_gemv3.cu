@@ -1,0 +1,256 @@
+// 3-bit GEMV in half2 for M = 1..4 rows of fp16 activations, over the checkpoint layout as stored
+// (qweight [K*3/32, N]: every 3 consecutive words of a column hold 32 input channels, value j at
+// bits 3j..3j+2 of the 96-bit run w0 | w1 << 32 | w2 << 64).
+//
+// Why a separate kernel: the general AutoGPTQ-style kernel decodes one weight per LOP3 into fp32 and
+// spends FADD + FFMA on it, which at 3 bits leaves it compute-bound near 45% of the copy bandwidth.
+// Here two weights come out of one LOP3 as the half2 (1024 + v 2^P), like the 4-bit ExLlamaV2 path.
+// That needs the two fields of a pair at the same bit offset P <= 7 of the two 16-bit halves of a
+// word. The 96-bit run has six 16-bit halves; half i starts at bit 16i = i (mod 3), so halves i and
+// i + 3 have their fields at the same offsets, and one PRMT joins them:
+//   Wa = [w0.lo | w1.hi]: (v0,v16) (v1,v17) (v2,v18) at P = 0, 3, 6; Wa >> 6: (v3,v19) (v4,v20) at 3, 6
+//   Wb = [w0.hi | w2.lo]: (v6,v22) (v7,v23) at 2, 5;  Wb >> 6: (v8,v24) (v9,v25) at 2, 5
+//   Wc = [w1.lo | w2.hi]: (v11,v27) (v12,v28) (v13,v29) at 1, 4, 7;  Wc >> 6: (v14,v30) (v15,v31) at 4, 7
+//   the four fields that straddle halves, (v5,v21) and (v10,v26), from two funnel shifts and a PRMT.
+// Every pair is (v_j, v_j+16), so the x pairs are (x_j, x_j+16): one PRMT each from x's words.
+// One HFMA2 with the constants 2^-(P+4) and -2^(6-P) turns (1024 + v 2^P) into v/16 exactly; the zero
+// point is applied per batch in fp32 as sum x (v - z) = sum x v - z sum x.
+//
+// Work split, double buffering and the split-K epilogue are those of the ExLlamaV2-style GEMV
+// (csrc/kernels/exllamav2, csrc/common/gemv.cuh), with a batch of PERIODS x 3 packed rows.
+#include "autogptq_launch.h"
+
+#include <algorithm>
+#include <mutex>
+
+#include "common/gemv.cuh"
+
+namespace gptq::cuda {
+namespace {
+
+using gemv::and_or;
+using gemv::as_half2;
+using gemv::kColsPerBlock;
+using gemv::kThreads;
+using gemv::kWarps;
+using gemv::load_stream;
+
+// v/16 for the 3-bit field at bit P (<= 7) of both halves of w: (1024 + v 2^P) 2^-(P+4) - 2^(6-P).
+template <int P>
+__device__ __forceinline__ __half2 field16(uint32_t w) {
+  static_assert(P >= 0 && P <= 7, "the field must lie in the fp16 mantissa");
+  constexpr uint32_t kMask = (0x7u << P) | (0x7u << (P + 16));
+  constexpr uint32_t kMulH = uint32_t(11 - P) << 10;             // 2^-(P+4) as fp16 bits
+  constexpr uint32_t kAddH = 0x8000u | (uint32_t(21 - P) << 10);  // -2^(6-P) as fp16 bits
+  return __hfma2(as_half2(and_or<kMask, 0x64006400u>(w)), as_half2(kMulH | (kMulH << 16)),
+                 as_half2(kAddH | (kAddH << 16)));
+}
+
+// The 16 pairs (v_j, v_j+16) / 16, j = 0..15, of one column's period (w0, w1, w2).
+__device__ __forceinline__ void decode_period(uint32_t w0, uint32_t w1, uint32_t w2, __half2 (&d)[16]) {
+  const uint32_t wa = __byte_perm(w0, w1, 0x7610), wa6 = wa >> 6;
+  const uint32_t wb = __byte_perm(w0, w2, 0x5432), wb6 = wb >> 6;
+  const uint32_t wc = __byte_perm(w1, w2, 0x7610), wc6 = wc >> 6;
+  const uint32_t wd = __byte_perm(w0 >> 15, __funnelshift_r(w1, w2, 31), 0x5410);  // v5 | v21 at bit 0
+  const uint32_t we = __byte_perm(__funnelshift_r(w0, w1, 30), w2 >> 14, 0x5410);  // v10 | v26 at bit 0
+  d[0] = field16<0>(wa);
+  d[1] = field16<3>(wa);
+  d[2] = field16<6>(wa);
+  d[3] = field16<3>(wa6);
+  d[4] = field16<6>(wa6);
+  d[5] = field16<0>(wd);
+  d[6] = field16<2>(wb);
+  d[7] = field16<5>(wb);
+  d[8] = field16<2>(wb6);
+  d[9] = field16<5>(wb6);
+  d[10] = field16<0>(we);
+  d[11] = field16<1>(wc);
+  d[12] = field16<4>(wc);
+  d[13] = field16<7>(wc);
+  d[14] = field16<4>(wc6);
+  d[15] = field16<7>(wc6);
+}
+
+template <int M, int PERIODS>
+__global__ void __launch_bounds__(kThreads) gemv3_kernel(Gemv3Args a) {
+  constexpr int kRows = 3 * PERIODS;  // packed rows per batch
+  __shared__ float red[kWarps][M][kColsPerBlock];
+  __shared__ int last_flag;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t N = a.N;
+  const int64_t n0 = int64_t(blockIdx.x) * kColsPerBlock + lane * 4;
+  const int periods = static_cast<int>(a.K / 32);
+  const int batches = (periods + PERIODS - 1) / PERIODS;
+  const int b_begin = static_cast<int>(blockIdx.y) * a.batches_per_split;
+  const int b_end = min(batches, b_begin + a.batches_per_split);
+  const int periods_per_group = a.group_size < 0 ? periods : static_cast<int>(a.group_size / 32);
+  const int64_t zero_row_words = N * 3 / 32;
+  const int zero_bit = static_cast<int>((3 * n0) & 31);  // the quad's 12 zero bits start here
+  const int64_t zero_word = (3 * n0) >> 5;
+  const uint32_t* x32 = reinterpret_cast<const uint32_t*>(a.x);  // x row m, word i: x32[m * K/2 + i]
+
+  float acc[M][4];
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) acc[m][c] = 0.f;
+
+  if (n0 < N) {
+    uint4 next_w[kRows];
+    uint2 next_s;
+    uint32_t next_z0, next_z1;
+    auto fetch = [&](int b) {
+      const int r0 = b * kRows;
+#pragma unroll
+      for (int u = 0; u < kRows; ++u)
+        next_w[u] = r0 + u < 3 * periods ? load_stream(a.qweight + int64_t(r0 + u) * N + n0) : make_uint4(0, 0, 0, 0);
+      const int64_t g = (b * PERIODS) / periods_per_group;
+      next_s = __ldg(reinterpret_cast<const uint2*>(a.scales + g * N + n0));
+      const uint32_t* zr = a.qzeros + g * zero_row_words + zero_word;
+      next_z0 = __ldg(zr);
+      next_z1 = zero_bit > 20 ? __ldg(zr + 1) : 0u;  // the 12 bits straddle into the next word
+    };
+    int b = b_begin + warp;
+    if (b < b_end) fetch(b);
+    for (; b < b_end; b += kWarps) {
+      uint4 w[kRows];
+#pragma unroll
+      for (int u = 0; u < kRows; ++u) w[u] = next_w[u];
+      const uint2 s = next_s;
+      const uint32_t zbits = __funnelshift_r(next_z0, next_z1, zero_bit);
+      if (b + kWarps < b_end) fetch(b + kWarps);
+
+      float z[4];
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        uint32_t zc = (zbits >> (3 * c)) & 0x7u;
+        if (a.zeros_minus_one) zc = (zc + 1u) & 0x7u;
+        z[c] = float(zc);
+      }
+      float gacc[M][4], xsum[M];
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        xsum[m] = 0.f;
+#pragma unroll
+        for (int c = 0; c < 4; ++c) gacc[m][c] = 0.f;
+      }
+#pragma unroll
+      for (int p = 0; p < PERIODS; ++p) {
+        const int period = b * PERIODS + p;
+        const bool in_k = period < periods;
+        // x pairs (x_j, x_j+16) of the period for each row m, and their sum (for the zero point).
+        __half2 xp[M][16];
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          const uint4* xv4 = reinterpret_cast<const uint4*>(x32 + int64_t(m) * (a.K / 2) + int64_t(period) * 16);
+          uint32_t xw[16];
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            const uint4 v = in_k ? __ldg(xv4 + q) : make_uint4(0, 0, 0, 0);
+            xw[4 * q] = v.x; xw[4 * q + 1] = v.y; xw[4 * q + 2] = v.z; xw[4 * q + 3] = v.w;
+          }
+          __half2 hs = __float2half2_rn(0.f);
+#pragma unroll
+          for (int j = 0; j < 16; ++j) {
+            xp[m][j] = as_half2(__byte_perm(xw[j >> 1], xw[8 + (j >> 1)], (j & 1) ? 0x7632 : 0x5410));
+            hs = __hadd2(hs, xp[m][j]);
+          }
+          const float2 f = __half22float2(hs);
+          xsum[m] += f.x + f.y;
+        }
+        const uint32_t w0s[4] = {w[3 * p].x, w[3 * p].y, w[3 * p].z, w[3 * p].w};
+        const uint32_t w1s[4] = {w[3 * p + 1].x, w[3 * p + 1].y, w[3 * p + 1].z, w[3 * p + 1].w};
+        const uint32_t w2s[4] = {w[3 * p + 2].x, w[3 * p + 2].y, w[3 * p + 2].z, w[3 * p + 2].w};
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          __half2 d[16];
+          decode_period(w0s[c], w1s[c], w2s[c], d);
+#pragma unroll
+          for (int m = 0; m < M; ++m) {
+            // 16 products of |v/16| <= 7/16 per lane: the chain stays below 7 max|x|.
+            __half2 t = __hmul2(xp[m][0], d[0]);
+#pragma unroll
+            for (int j = 1; j < 16; ++j) t = __hfma2(xp[m][j], d[j], t);
+            const float2 f = __half22float2(t);
+            gacc[m][c] += f.x + f.y;
+          }
+        }
+      }
+      const float sc[4] = {__low2float(as_half2(s.x)), __high2float(as_half2(s.x)), __low2float(as_half2(s.y)),
+                           __high2float(as_half2(s.y))};
+#pragma unroll
+      for (int m = 0; m < M; ++m)
+#pragma unroll
+        for (int c = 0; c < 4; ++c)
+          // gacc holds sum x v / 16: subtract z sum x / 16, scale; the 16 comes back in the epilogue.
+          acc[m][c] = fmaf(sc[c], fmaf(-z[c] * (1.0f / 16.0f), xsum[m], gacc[m][c]), acc[m][c]);
+    }
+  }
+  gemv::finish<M>(acc, red, &last_flag, 16.0f, a.out, a.partial, a.counters, N);
+}
+
+template <int M, int PERIODS>
+int resident_blocks() {
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, gemv3_kernel<M, PERIODS>, kThreads, 0) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 1;
+  }
+  return std::max(blocks, 1);
+}
+
+int blocks_per_sm(int64_t M, int periods) {
+  static std::mutex mu;
+  static int cache[64][5][2] = {};  // [device][M][periods 1/2]
+  int dev = 0;
+  cudaGetDevice(&dev);
+  std::lock_guard<std::mutex> lock(mu);
+  int& c = cache[dev & 63][M][periods == 2];
+  if (c == 0) {
+    switch (M * 10 + periods) {
+      case 12: c = resident_blocks<1, 2>(); break;
+      case 11: c = resident_blocks<1, 1>(); break;
+      case 21: c = resident_blocks<2, 1>(); break;
+      case 31: c = resident_blocks<3, 1>(); break;
+      default: c = resident_blocks<4, 1>(); break;
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
+Gemv3Plan gemv3_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm_count) {
+  Gemv3Plan p;
+  // Two periods (64 input channels) per batch at M = 1 when the groups allow, else one.
+  p.periods_per_batch = M == 1 && (group_size < 0 || group_size % 64 == 0) ? 2 : 1;
+  p.col_blocks = (N + kColsPerBlock - 1) / kColsPerBlock;
+  const int64_t batches = (K / 32 + p.periods_per_batch - 1) / p.periods_per_batch;
+  const int64_t splits = gemv::splits_for(p.col_blocks, batches, sm_count, blocks_per_sm(M, p.periods_per_batch));
+  p.batches_per_split = (batches + splits - 1) / splits;
+  p.splits = std::max<int64_t>(1, (batches + p.batches_per_split - 1) / p.batches_per_split);
+  return p;
+}
+
+cudaError_t launch_gemv3(const Gemv3Args& args, const Gemv3Plan& plan, cudaStream_t stream) {
+  if (!gemv3_supports(args.M, args.K, args.N, args.group_size) ||
+      (args.group_size > 0 && args.group_size % (32 * plan.periods_per_batch) != 0))
+    return cudaErrorInvalidValue;
+  if (args.N == 0) return cudaSuccess;
+  if (plan.splits > 65535 || (plan.splits > 1 && (args.partial == nullptr || args.counters == nullptr)))
+    return cudaErrorInvalidValue;
+  Gemv3Args a = args;
+  a.batches_per_split = static_cast<int>(plan.batches_per_split);
+  const dim3 grid(static_cast<unsigned>(plan.col_blocks), static_cast<unsigned>(plan.splits));
+  switch (args.M * 10 + plan.periods_per_batch) {
+    case 12: gemv3_kernel<1, 2><<<grid, kThreads, 0, stream>>>(a); break;
+    case 11: gemv3_kernel<1, 1><<<grid, kThreads, 0, stream>>>(a); break;
+    case 21: gemv3_kernel<2, 1><<<grid, kThreads, 0, stream>>>(a); break;
+    case 31: gemv3_kernel<3, 1><<<grid, kThreads, 0, stream>>>(a); break;
+    case 41: gemv3_kernel<4, 1><<<grid, kThreads, 0, stream>>>(a); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace gptq::cuda
