@@ -33,34 +33,24 @@ __device__ __forceinline__ uint4 load_stream(const uint32_t* p) {
   return v;
 }
 
-// Block epilogue. acc[m][c] is this lane's sum for row m, column 128 * blockIdx.x + 4 * lane + c, over
-// its share of the block's K split; `scale` multiplies the final sums. The warps are added through
-// shared memory red [kWarps][M][128]; with one split (gridDim.y == 1) the block writes out [M, N]
-// directly, else it writes fp32 partial [splits, M, N] and the last block of the column strip to
-// arrive (counters[blockIdx.x], left at zero again) adds the splits in split order, so the result
-// does not depend on the order in which blocks finish.
-template <int M>
-__device__ __forceinline__ void finish(const float (&acc)[M][4], float (*red)[M][kColsPerBlock], int* last_flag,
-                                       float scale, __half* __restrict__ out, float* __restrict__ partial,
-                                       int* __restrict__ counters, int64_t N) {
-  const int t = threadIdx.x, warp = t >> 5, lane = t & 31;
-#pragma unroll
-  for (int m = 0; m < M; ++m)
-    *reinterpret_cast<float4*>(&red[warp][m][lane * 4]) = make_float4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]);
+// Writes a block's finished [rows, 128] fp32 tile (shared memory, row stride 128) to out [M, N]: with
+// one split (gridDim.y == 1) directly; else as fp32 partial [splits, M, N], after which the last block
+// of the column strip to arrive (counters[blockIdx.x], left at zero again) adds the splits in split
+// order, so the result does not depend on the order in which blocks finish. Starts with a barrier.
+__device__ __forceinline__ void store_tile(const float* tile, int rows, int* last_flag, __half* __restrict__ out,
+                                           float* __restrict__ partial, int* __restrict__ counters, int64_t M,
+                                           int64_t N) {
   __syncthreads();
+  const int t = threadIdx.x;
   const int64_t col_base = int64_t(blockIdx.x) * kColsPerBlock;
   const bool single = gridDim.y == 1;
-  for (int e = t; e < M * kColsPerBlock; e += kThreads) {  // entry e: row e / 128, column e % 128
+  for (int e = t; e < rows * kColsPerBlock; e += kThreads) {  // entry e: row e / 128, column e % 128
     const int rm = e / kColsPerBlock, cc = e % kColsPerBlock;
     if (col_base + cc >= N) continue;
-    float v = 0.f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) v += red[w][rm][cc];
-    v *= scale;
     if (single) {
-      out[rm * N + col_base + cc] = __float2half_rn(v);
+      out[rm * N + col_base + cc] = __float2half_rn(tile[e]);
     } else {
-      partial[(int64_t(blockIdx.y) * M + rm) * N + col_base + cc] = v;
+      partial[(int64_t(blockIdx.y) * M + rm) * N + col_base + cc] = tile[e];
     }
   }
   if (single) return;
@@ -70,7 +60,7 @@ __device__ __forceinline__ void finish(const float (&acc)[M][4], float (*red)[M]
   __syncthreads();
   if (!*last_flag) return;
   __threadfence();
-  for (int e = t; e < M * kColsPerBlock; e += kThreads) {
+  for (int e = t; e < rows * kColsPerBlock; e += kThreads) {
     const int rm = e / kColsPerBlock, cc = e % kColsPerBlock;
     if (col_base + cc >= N) continue;
     float total = 0.f;
@@ -78,6 +68,28 @@ __device__ __forceinline__ void finish(const float (&acc)[M][4], float (*red)[M]
     out[rm * N + col_base + cc] = __float2half_rn(total);
   }
   if (t == 0) counters[blockIdx.x] = 0;  // ready for the next call
+}
+
+// Block epilogue of the GEMVs. acc[m][c] is this lane's sum for row m, column 128 * blockIdx.x +
+// 4 * lane + c, over its share of the block's K split; `scale` multiplies the final sums. The warps
+// are added through shared memory red [kWarps][M][128] (the sums land in red[0]), then store_tile.
+template <int M>
+__device__ __forceinline__ void finish(const float (&acc)[M][4], float (*red)[M][kColsPerBlock], int* last_flag,
+                                       float scale, __half* __restrict__ out, float* __restrict__ partial,
+                                       int* __restrict__ counters, int64_t N) {
+  const int t = threadIdx.x, warp = t >> 5, lane = t & 31;
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+    *reinterpret_cast<float4*>(&red[warp][m][lane * 4]) = make_float4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]);
+  __syncthreads();
+  for (int e = t; e < M * kColsPerBlock; e += kThreads) {
+    const int rm = e / kColsPerBlock, cc = e % kColsPerBlock;
+    float v = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) v += red[w][rm][cc];
+    red[0][rm][cc] = v * scale;  // only this thread reads or writes entry e
+  }
+  store_tile(&red[0][0][0], M, last_flag, out, partial, counters, M, N);
 }
 
 // Split count for a GEMV over `col_blocks` strips of 128 columns and `batches` batches along K: one

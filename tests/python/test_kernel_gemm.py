@@ -204,9 +204,10 @@ def run_exllamav2(L, x, act_order):
 @pytest.mark.gpu
 @pytest.mark.parametrize("K,N", REAL_SHAPES)
 @pytest.mark.parametrize("act_order", [False, True])
-@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("m", [1, 3, 16])
 def test_cuda_exllamav2_half2_path_real_shapes(K, N, act_order, m):
-    # fp16, 4 bits, m <= 4: the half2 kernel (products rounded to fp16, sums in fp32).
+    # fp16, 4 bits: m <= 4 runs the half2 GEMV (products rounded to fp16, sums in fp32), 5 <= m <= 16
+    # the tensor-core variant (exact integer weights, fp32 accumulation).
     L, W = make_layer(4, K, N, 128, act_order=act_order, device="cuda", seed=K - N + m)
     x = torch.randn(m, K, device="cuda").half()
     y = run_exllamav2(L, x, act_order)
@@ -217,7 +218,7 @@ def test_cuda_exllamav2_half2_path_real_shapes(K, N, act_order, m):
 @pytest.mark.gpu
 @pytest.mark.parametrize("group_size", [32, 64, -1])
 @pytest.mark.parametrize("fmt", ["gptq", "gptq_v2"])
-@pytest.mark.parametrize("m", [1, 2, 4])
+@pytest.mark.parametrize("m", [1, 2, 4, 5, 16])
 def test_cuda_exllamav2_half2_path_groups_formats_and_large_activations(group_size, fmt, m):
     L, W = make_layer(4, 4096, 1056, group_size, fmt=fmt, device="cuda", seed=3 + m)
     x = torch.randn(m, 4096, device="cuda")
@@ -229,8 +230,8 @@ def test_cuda_exllamav2_half2_path_groups_formats_and_large_activations(group_si
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m", [1, 2, 3, 4])
-@pytest.mark.parametrize("K,N,group_size", [(4104, 1056, -1), (2080, 8, 32), (64, 4096, 64), (8, 16, -1)])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 9, 16])
+@pytest.mark.parametrize("K,N,group_size", [(4104, 1056, -1), (2080, 8, 32), (64, 4096, 64), (8, 16, -1), (4160, 136, 64)])
 def test_cuda_exllamav2_half2_path_ragged_k_and_narrow_n(m, K, N, group_size):
     # K/8 not a multiple of the 8-row batch (4104 -> 513 packed rows), a group of 32 (4-row batches),
     # one 8-column strip, one packed row: the tails of every loop.
@@ -243,11 +244,12 @@ def test_cuda_exllamav2_half2_path_ragged_k_and_narrow_n(m, K, N, group_size):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("K,N", [(8192, 8192), (4096, 4096)])
-def test_cuda_exllamav2_split_k_repeats_bit_exactly(K, N):
+@pytest.mark.parametrize("m", [1, 16])
+def test_cuda_exllamav2_split_k_repeats_bit_exactly(K, N, m):
     # These shapes split K over several blocks; the last block of each column strip adds the partials
     # in split order and resets its counter, so a second call must give the same bits.
     L, W = make_layer(4, K, N, 128, device="cuda", seed=11)
-    x = torch.randn(1, K, device="cuda").half()
+    x = torch.randn(m, K, device="cuda").half()
     y1 = run_exllamav2(L, x, False)
     y2 = run_exllamav2(L, x, False)
     assert torch.equal(y1, y2)

@@ -50,4 +50,13 @@ ExllamaV2GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t g
 
 cudaError_t launch_exllamav2_gemv(const ExllamaV2GemvArgs& args, const ExllamaV2GemvPlan& plan, cudaStream_t stream);
 
+// The tensor-core variant (exllamav2_mma.cu): M = 1..16 rows, group size -1 or a multiple of 64.
+constexpr int kExllamaV2MmaMaxM = 16;
+inline bool exllamav2_mma_supports(int64_t M, int64_t group_size) {
+  return M >= 1 && M <= kExllamaV2MmaMaxM && (group_size == -1 || (group_size > 0 && group_size % 64 == 0));
+}
+// batches_per_split counts steps of 64 input channels.
+ExllamaV2GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, int sm_count);
+cudaError_t launch_exllamav2_mma(const ExllamaV2GemvArgs& args, const ExllamaV2GemvPlan& plan, cudaStream_t stream);
+
 }  // namespace gptq::cuda
