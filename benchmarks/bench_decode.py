@@ -81,11 +81,17 @@ def time_generate(model, ids, new: int, device: str) -> float:
 def bench_model(model, name: str, args, results: list) -> None:
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
-    if not args.no_compile:
-        model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+    # generate() compiles the decoding step itself when the cache is static (transformers' auto-compile,
+    # which also marks CUDA-graph steps); wrapping model.forward in torch.compile as well breaks that.
+    from transformers import CompileConfig
+
+    if args.no_compile:
+        model.generation_config.disable_compile = True
+    else:
+        model.generation_config.compile_config = CompileConfig(fullgraph=True, mode="reduce-overhead")
     for batch in args.batch:
         ids = torch.randint(1, model.config.vocab_size, (batch, args.prompt), device=args.device)
-        for _ in range(2):  # warm-up: compiles the prefill and the decode step
+        for _ in range(2):  # warm-up: compiles the decode step
             time_generate(model, ids, args.new, args.device)
             time_generate(model, ids, 1, args.device)
         prefill = statistics.median(time_generate(model, ids, 1, args.device) for _ in range(args.reps))
