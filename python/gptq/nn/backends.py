@@ -225,9 +225,10 @@ def available_backends() -> list[str]:
 
 
 def _auto_order(layer: "QuantLinear") -> list[Backend]:
-    """Preference for backend="auto", from benchmarks/results (H100, fp16, 4-bit g128, m = 1):
-    exllamav2 first (its half2 GEMV beat autogptq's fp32 one on every shape, e.g. 55.9 vs 65.7 us on
-    8192x28672, and it sorts act-order rows at load instead of reading g_idx per channel), then
+    """Preference for backend="auto", from benchmarks/results (2026-11-22_h100_mma_bench_kernels.txt;
+    H100, fp16, 4-bit g128): exllamav2 first (its half2 GEMV beats autogptq's fp32 one at m = 1 on
+    every shape, e.g. 45.4 vs 60.1 us on 8192x28672, its tensor-core variant takes m = 5..16 at 136 vs
+    360 us there, and it sorts act-order rows at load instead of reading g_idx per channel), then
     autogptq (the same GEMV for other widths, dtypes and m, and any g_idx), then torch. marlin, when
     this build has it, is used only when asked for by name: its layout replaces the checkpoint's, so a
     layer cannot switch per call between it and the GEMV that is faster at m = 1."""
