@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(kThreads) gemv3_kernel(Gemv3Args a) {
   const int batches = (periods + PERIODS - 1) / PERIODS;
   const int b_begin = static_cast<int>(blockIdx.y) * a.batches_per_split;
   const int b_end = min(batches, b_begin + a.batches_per_split);
-  const int periods_per_group = a.group_size < 0 ? periods : static_cast<int>(a.group_size / 32);
+  const int periods_per_group = a.group_size < 0 ? max(periods, 1) : static_cast<int>(a.group_size / 32);
   const int64_t zero_row_words = N * 3 / 32;
   const int zero_bit = static_cast<int>((3 * n0) & 31);  // the quad's 12 zero bits start here
   const int64_t zero_word = (3 * n0) >> 5;
@@ -227,7 +227,7 @@ Gemv3Plan gemv3_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm
   p.col_blocks = (N + kColsPerBlock - 1) / kColsPerBlock;
   const int64_t batches = (K / 32 + p.periods_per_batch - 1) / p.periods_per_batch;
   const int64_t splits = gemv::splits_for(p.col_blocks, batches, sm_count, blocks_per_sm(M, p.periods_per_batch));
-  p.batches_per_split = (batches + splits - 1) / splits;
+  p.batches_per_split = std::max<int64_t>(1, (batches + splits - 1) / splits);
   p.splits = std::max<int64_t>(1, (batches + p.batches_per_split - 1) / p.batches_per_split);
   return p;
 }

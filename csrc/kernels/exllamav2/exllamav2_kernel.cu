@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(ExllamaV2GemvA
   const int batches = (rows + ROWS - 1) / ROWS;
   const int b_begin = static_cast<int>(blockIdx.y) * a.batches_per_split;
   const int b_end = min(batches, b_begin + a.batches_per_split);
-  const int rows_per_group = a.group_size < 0 ? rows : static_cast<int>(a.group_size / 8);
+  const int rows_per_group = a.group_size < 0 ? max(rows, 1) : static_cast<int>(a.group_size / 8);
   const int64_t zero_row_words = N / 8;
   const int zero_shift = 4 * static_cast<int>(n0 & 7);
   const uint4* x4 = reinterpret_cast<const uint4*>(a.x);  // x row m, packed row r: x4[m * K/8 + r]
@@ -203,7 +203,7 @@ ExllamaV2GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t g
   p.col_blocks = (N + kColsPerBlock - 1) / kColsPerBlock;
   const int64_t batches = (K / 8 + p.rows_per_batch - 1) / p.rows_per_batch;
   const int64_t splits = gemv::splits_for(p.col_blocks, batches, sm_count, blocks_per_sm(M, p.rows_per_batch));
-  p.batches_per_split = (batches + splits - 1) / splits;
+  p.batches_per_split = std::max<int64_t>(1, (batches + splits - 1) / splits);
   p.splits = std::max<int64_t>(1, (batches + p.batches_per_split - 1) / p.batches_per_split);
   return p;
 }

@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(kThreads, 2) exllamav2_mma_kernel(ExllamaV2Gem
   const int steps = (rows + 7) / 8;
   const int s_begin = static_cast<int>(blockIdx.y) * a.batches_per_split;
   const int s_end = min(steps, s_begin + a.batches_per_split);
-  const int steps_per_group = a.group_size < 0 ? steps : static_cast<int>(a.group_size / kStepK);
+  const int steps_per_group = a.group_size < 0 ? max(steps, 1) : static_cast<int>(a.group_size / kStepK);
 
   // Decode role: packed row 8s + warp, columns n_dec..n_dec+3.
   const int64_t n_dec = col_base + lane * 4;
@@ -233,7 +233,7 @@ ExllamaV2GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, int sm_cou
   const int64_t slots = int64_t(std::max(sm_count, 1)) * mma_blocks_per_sm();
   int64_t splits = std::max<int64_t>(1, slots / p.col_blocks);
   splits = std::min<int64_t>(splits, std::max<int64_t>(1, steps / kDepth));  // keep the ring's depth busy
-  p.batches_per_split = (steps + splits - 1) / splits;
+  p.batches_per_split = std::max<int64_t>(1, (steps + splits - 1) / splits);
   p.splits = std::max<int64_t>(1, (steps + p.batches_per_split - 1) / p.batches_per_split);
   (void)M;
   return p;

@@ -61,6 +61,7 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   auto sc = aligned(scales);
   auto out = at::empty({M, s.N}, x.options());
   if (s.N == 0) return out;
+  if (s.K == 0) return out.zero_();
   const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const ExllamaV2GemvPlan plan =
       use_gemv ? exllamav2_gemv_plan(M, s.K, s.N, group_size, sm_count) : exllamav2_mma_plan(M, s.K, s.N, sm_count);
