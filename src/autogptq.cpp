@@ -5,12 +5,17 @@
 //   exllamav2_prepare(qweight, g_idx, bits, group_size) -> (qweight_sorted, perm)
 //   exllamav2_gemm(x, qweight_sorted, qzeros, scales, perm?, bits, group_size, checkpoint_format)
 //
-// On the CPU a GEMM is dequantize + matmul in fp32 (the reference semantics every kernel matches).
+// On the CPU a GEMM is, for M <= 16, a fused GEMV over column strips (W never materialized), else
+// dequantize + matmul, both in fp32 (the reference semantics every kernel matches).
 // The exllamav2 ops are composites of other ops (gather + autogptq_gemm; unpack, sort, pack), so
 // they run on every device and trace as single nodes under torch.compile.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "autogptq_internal.h"
 #include "check.h"
@@ -43,10 +48,82 @@ PackedLayerShape check_gemm_args(const char* op, const at::Tensor& x, const at::
 
 namespace {
 
+// Rows of x up to which the CPU runs the fused GEMV below; above, dequantize + one BLAS GEMM wins.
+constexpr int64_t kCpuGemvMaxRows = 16;
+
+// Small M on the CPU: y = x W^T without materializing W. Columns are cut into strips of 256 (so a
+// strip's dequantized row, its accumulators [M, 256] and its scales stay in L1/L2) handed to the
+// threads; per input channel k a strip decodes its row of W^T once, w[n] = s[g, n] (q[k, n] - z[g, n])
+// in fp32, then adds x[m, k] w[n] for every row m. The inner loops run along N, contiguous in the
+// packed words, so the compiler vectorizes them. Reads the packed weights once instead of writing and
+// reading the fp32 W^T (8x the 4-bit bytes) and its transpose.
+at::Tensor gemv_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& qzeros, const at::Tensor& scales,
+                    const c10::optional<at::Tensor>& g_idx, int64_t bits, int64_t group_size, int64_t checkpoint_format,
+                    int64_t K, int64_t N) {
+  const int64_t M = x.size(0);
+  auto xf = x.to(at::kFloat).contiguous();
+  auto zf = unpacked_zeros(qzeros, bits, checkpoint_format).to(at::kFloat).contiguous();  // [G, N]
+  auto sf = scales.to(at::kFloat).contiguous();                                            // [G, N]
+  auto qw = qweight.contiguous();
+  std::vector<int32_t> groups(K);
+  if (g_idx.has_value() && g_idx->defined()) {
+    auto gi = g_idx->contiguous();
+    std::copy(gi.const_data_ptr<int32_t>(), gi.const_data_ptr<int32_t>() + K, groups.begin());
+  } else {
+    for (int64_t k = 0; k < K; ++k) groups[k] = group_size == -1 ? 0 : static_cast<int32_t>(k / group_size);
+  }
+  auto out = at::empty({M, N}, x.options().dtype(at::kFloat));
+  const uint32_t* packed = reinterpret_cast<const uint32_t*>(qw.const_data_ptr<int32_t>());
+  const float* xp = xf.const_data_ptr<float>();
+  const float* zp = zf.const_data_ptr<float>();
+  const float* sp = sf.const_data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t pv = pack_period_values(static_cast<int>(bits)), pw = pack_period_words(static_cast<int>(bits));
+  const uint32_t mask = (1u << bits) - 1u;
+  constexpr int64_t kStrip = 256;
+  at::parallel_for(0, (N + kStrip - 1) / kStrip, 1, [&](int64_t c0, int64_t c1) {
+    std::vector<float> acc(M * kStrip), w(kStrip);
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t n0 = c * kStrip, nn = std::min(kStrip, N - n0);
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t p = k / pv, j = k % pv, bit = bits * j, wi = bit >> 5, off = bit & 31;
+        const uint32_t* lo = packed + (p * pw + wi) * N + n0;
+        const uint32_t* hi = off + bits > 32 ? lo + N : lo;  // a 3-bit field straddling two words
+        const int64_t hi_shift = off + bits > 32 ? 32 - off : 0;
+        const float* zr = zp + groups[k] * N + n0;
+        const float* sr = sp + groups[k] * N + n0;
+        if (hi_shift) {
+          for (int64_t n = 0; n < nn; ++n) {
+            const int32_t q = static_cast<int32_t>(((lo[n] >> off) | (hi[n] << hi_shift)) & mask);
+            w[n] = sr[n] * (static_cast<float>(q) - zr[n]);
+          }
+        } else {
+          for (int64_t n = 0; n < nn; ++n) {
+            const int32_t q = static_cast<int32_t>((lo[n] >> off) & mask);  // signed: one vector convert
+            w[n] = sr[n] * (static_cast<float>(q) - zr[n]);
+          }
+        }
+        for (int64_t m = 0; m < M; ++m) {
+          const float xv = xp[m * K + k];
+          float* a = acc.data() + m * kStrip;
+          for (int64_t n = 0; n < nn; ++n) a[n] += xv * w[n];
+        }
+      }
+      for (int64_t m = 0; m < M; ++m) std::copy(acc.data() + m * kStrip, acc.data() + m * kStrip + nn, op + m * N + n0);
+    }
+  });
+  return out.to(x.scalar_type());
+}
+
 at::Tensor autogptq_gemm_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& qzeros,
                              const at::Tensor& scales, const c10::optional<at::Tensor>& g_idx, int64_t bits,
                              int64_t group_size, int64_t checkpoint_format) {
-  check_gemm_args("gptq::autogptq_gemm", x, qweight, qzeros, scales, g_idx, bits, group_size, checkpoint_format);
+  const auto s =
+      check_gemm_args("gptq::autogptq_gemm", x, qweight, qzeros, scales, g_idx, bits, group_size, checkpoint_format);
+  if (x.size(0) <= kCpuGemvMaxRows) {
+    return gemv_cpu(x, qweight, qzeros, scales, g_idx, bits, group_size, checkpoint_format, s.K, s.N);
+  }
   // W in fp32 straight from the codes (no rounding to fp16 in between), then one fp32 GEMM.
   auto w = dequantize_cpu(qweight, qzeros, scales.to(at::kFloat), g_idx, bits, group_size, checkpoint_format);
   return at::matmul(x.to(at::kFloat), w.t()).to(x.scalar_type());

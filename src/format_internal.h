@@ -27,6 +27,9 @@ at::Tensor pack_rows_cpu(const at::Tensor& codes, int64_t bits);
 at::Tensor unpack_rows_cpu(const at::Tensor& packed, int64_t bits);
 at::Tensor pack_cols_cpu(const at::Tensor& codes, int64_t bits);
 at::Tensor unpack_cols_cpu(const at::Tensor& packed, int64_t bits);
+// Zero points as integers [G, N] from qzeros [G, N*bits/32], v1's "minus one" undone modulo 2^bits.
+at::Tensor unpacked_zeros(const at::Tensor& qzeros, int64_t bits, int64_t checkpoint_format);
+
 at::Tensor dequantize_cpu(const at::Tensor& qweight, const at::Tensor& qzeros, const at::Tensor& scales,
                           const c10::optional<at::Tensor>& g_idx, int64_t bits, int64_t group_size,
                           int64_t checkpoint_format);

@@ -65,6 +65,20 @@ def test_cpu_autogptq_gemm_matches_float64(bits, act_order):
     assert rel_error(y, x.double() @ W.t()) < TOL[torch.float32]
 
 
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("m", [1, 16, 17])
+@pytest.mark.parametrize("group_size,fmt", [(-1, "gptq"), (32, "gptq_v2"), (64, "gptq")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cpu_gemm_fused_gemv_and_dequantize_paths_match_float64(bits, m, group_size, fmt, dtype):
+    # m <= 16 runs the CPU's fused GEMV (column strips of 256, W never materialized), m = 17 dequantize
+    # + one fp32 GEMM. N = 288 leaves a 32-column strip; K = 320 is 10 packing periods of 3 bits.
+    L, W = make_layer(bits, 320, 288, group_size, fmt=fmt, dtype=dtype, seed=bits * 7 + m)
+    x = torch.randn(m, 320).to(dtype)
+    y = run_autogptq(L, x, pass_g_idx=False)
+    assert y.shape == (m, 288) and y.dtype == dtype
+    assert rel_error(y, x.double() @ W.t()) < TOL[dtype]
+
+
 @pytest.mark.parametrize("bits", [3, 4])
 def test_cpu_exllamav2_sort_then_gather_matches_float64(bits):
     L, W = make_layer(bits, 384, 64, 128, act_order=True, fmt="gptq_v2", dtype=torch.float32, seed=7)
