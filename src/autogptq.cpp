@@ -65,21 +65,13 @@ at::Tensor gemv_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::Te
   auto zf = unpacked_zeros(qzeros, bits, checkpoint_format).to(at::kFloat).contiguous();  // [G, N]
   auto sf = scales.to(at::kFloat).contiguous();                                            // [G, N]
   auto qw = qweight.contiguous();
-  std::vector<int32_t> groups(K);
-  if (g_idx.has_value() && g_idx->defined()) {
-    auto gi = g_idx->contiguous();
-    std::copy(gi.const_data_ptr<int32_t>(), gi.const_data_ptr<int32_t>() + K, groups.begin());
-  } else {
-    for (int64_t k = 0; k < K; ++k) groups[k] = group_size == -1 ? 0 : static_cast<int32_t>(k / group_size);
-  }
+  const std::vector<int32_t> groups = channel_groups(g_idx, K, group_size);
   auto out = at::empty({M, N}, x.options().dtype(at::kFloat));
   const uint32_t* packed = reinterpret_cast<const uint32_t*>(qw.const_data_ptr<int32_t>());
   const float* xp = xf.const_data_ptr<float>();
   const float* zp = zf.const_data_ptr<float>();
   const float* sp = sf.const_data_ptr<float>();
   float* op = out.data_ptr<float>();
-  const int64_t pv = pack_period_values(static_cast<int>(bits)), pw = pack_period_words(static_cast<int>(bits));
-  const uint32_t mask = (1u << bits) - 1u;
   constexpr int64_t kStrip = 256;
   at::parallel_for(0, (N + kStrip - 1) / kStrip, 1, [&](int64_t c0, int64_t c1) {
     std::vector<float> acc(M * kStrip), w(kStrip);
@@ -87,23 +79,7 @@ at::Tensor gemv_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::Te
       const int64_t n0 = c * kStrip, nn = std::min(kStrip, N - n0);
       std::fill(acc.begin(), acc.end(), 0.f);
       for (int64_t k = 0; k < K; ++k) {
-        const int64_t p = k / pv, j = k % pv, bit = bits * j, wi = bit >> 5, off = bit & 31;
-        const uint32_t* lo = packed + (p * pw + wi) * N + n0;
-        const uint32_t* hi = off + bits > 32 ? lo + N : lo;  // a 3-bit field straddling two words
-        const int64_t hi_shift = off + bits > 32 ? 32 - off : 0;
-        const float* zr = zp + groups[k] * N + n0;
-        const float* sr = sp + groups[k] * N + n0;
-        if (hi_shift) {
-          for (int64_t n = 0; n < nn; ++n) {
-            const int32_t q = static_cast<int32_t>(((lo[n] >> off) | (hi[n] << hi_shift)) & mask);
-            w[n] = sr[n] * (static_cast<float>(q) - zr[n]);
-          }
-        } else {
-          for (int64_t n = 0; n < nn; ++n) {
-            const int32_t q = static_cast<int32_t>((lo[n] >> off) & mask);  // signed: one vector convert
-            w[n] = sr[n] * (static_cast<float>(q) - zr[n]);
-          }
-        }
+        decode_row(packed, N, bits, k, n0, nn, zp + groups[k] * N + n0, sp + groups[k] * N + n0, w.data());
         for (int64_t m = 0; m < M; ++m) {
           const float xv = xp[m * K + k];
           float* a = acc.data() + m * kStrip;

@@ -187,6 +187,39 @@ at::Tensor unpacked_zeros(const at::Tensor& qzeros, int64_t bits, int64_t checkp
   return z;
 }
 
+std::vector<int32_t> channel_groups(const c10::optional<at::Tensor>& g_idx, int64_t K, int64_t group_size) {
+  std::vector<int32_t> groups(K);
+  if (g_idx.has_value() && g_idx->defined()) {
+    auto gi = g_idx->contiguous();
+    std::copy(gi.const_data_ptr<int32_t>(), gi.const_data_ptr<int32_t>() + K, groups.begin());
+  } else {
+    for (int64_t k = 0; k < K; ++k) groups[k] = group_size == -1 ? 0 : static_cast<int32_t>(k / group_size);
+  }
+  return groups;
+}
+
+void decode_row(const uint32_t* packed, int64_t N, int64_t bits, int64_t k, int64_t n0, int64_t nn,
+                const float* zrow, const float* srow, float* w) {
+  const int64_t pv = pack_period_values(static_cast<int>(bits)), pw = pack_period_words(static_cast<int>(bits));
+  const int64_t p = k / pv, bit = bits * (k % pv), off = bit & 31;
+  const uint32_t mask = (1u << bits) - 1u;
+  const uint32_t* lo = packed + (p * pw + (bit >> 5)) * N + n0;
+  // The fields are cast to int32 before float: a signed convert vectorizes, an unsigned one does not.
+  if (off + bits > 32) {  // a 3-bit field straddling two words
+    const uint32_t* hi = lo + N;
+    const int64_t hi_shift = 32 - off;
+    for (int64_t n = 0; n < nn; ++n) {
+      const int32_t q = static_cast<int32_t>(((lo[n] >> off) | (hi[n] << hi_shift)) & mask);
+      w[n] = srow[n] * (static_cast<float>(q) - zrow[n]);
+    }
+  } else {
+    for (int64_t n = 0; n < nn; ++n) {
+      const int32_t q = static_cast<int32_t>((lo[n] >> off) & mask);
+      w[n] = srow[n] * (static_cast<float>(q) - zrow[n]);
+    }
+  }
+}
+
 at::Tensor dequantize_cpu(const at::Tensor& qweight, const at::Tensor& qzeros, const at::Tensor& scales,
                           const c10::optional<at::Tensor>& g_idx, int64_t bits, int64_t group_size,
                           int64_t checkpoint_format) {
@@ -195,13 +228,7 @@ at::Tensor dequantize_cpu(const at::Tensor& qweight, const at::Tensor& qzeros, c
   const int64_t K = s.K, N = s.N;
   auto zf = unpacked_zeros(qzeros, bits, checkpoint_format).to(at::kFloat).contiguous();  // [G, N]
   auto sf = scales.to(at::kFloat).contiguous();                                            // [G, N]
-  std::vector<int32_t> groups(K);
-  if (g_idx.has_value() && g_idx->defined()) {
-    auto gi = g_idx->contiguous();
-    std::copy(gi.const_data_ptr<int32_t>(), gi.const_data_ptr<int32_t>() + K, groups.begin());
-  } else {
-    for (int64_t k = 0; k < K; ++k) groups[k] = group_size == -1 ? 0 : static_cast<int32_t>(k / group_size);
-  }
+  const std::vector<int32_t> groups = channel_groups(g_idx, K, group_size);
   // W^T [K, N] in fp32, row k = scales[g] * (q[k] - zeros[g]); rows are contiguous along N like the
   // packed words, then one transpose gives nn.Linear's [N, K].
   auto qw = qweight.contiguous();
@@ -210,25 +237,9 @@ at::Tensor dequantize_cpu(const at::Tensor& qweight, const at::Tensor& qzeros, c
   const float* zp = zf.const_data_ptr<float>();
   const float* sp = sf.const_data_ptr<float>();
   float* out = wt.data_ptr<float>();
-  const int64_t pv = detail::pack_period_values(bits), pw = detail::pack_period_words(bits);
-  const uint32_t mask = (1u << bits) - 1u;
-  at::parallel_for(0, K / pv, 1, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      const uint32_t* words = packed + p * pw * N;
-      for (int64_t j = 0; j < pv; ++j) {
-        const int64_t k = p * pv + j, bit = bits * j, w = bit >> 5, off = bit & 31;
-        const float* zr = zp + groups[k] * N;
-        const float* sr = sp + groups[k] * N;
-        const uint32_t* lo = words + w * N;
-        const uint32_t* hi = off + bits > 32 ? words + (w + 1) * N : lo;
-        const int64_t hi_shift = off + bits > 32 ? 32 - off : 0;
-        float* row = out + k * N;
-        for (int64_t n = 0; n < N; ++n) {
-          uint32_t q = lo[n] >> off;
-          if (hi_shift) q |= hi[n] << hi_shift;
-          row[n] = sr[n] * (static_cast<float>(q & mask) - zr[n]);
-        }
-      }
+  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      decode_row(packed, N, bits, k, 0, N, zp + groups[k] * N, sp + groups[k] * N, out + k * N);
     }
   });
   return wt.t().to(scales.scalar_type()).contiguous();

@@ -4,7 +4,10 @@
 // through weight copies spanning 256 MB (beyond the 50 MB L2). For every variant the split-K count
 // is swept and the best is printed. It chose the design of csrc/kernels/exllamav2 (variant v3).
 //
-//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a benchmarks/lab/gemv_lab.cu -o lab && ./lab
+//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I csrc benchmarks/lab/gemv_lab.cu -o lab && ./lab
+//
+// After the three runs the lab was changed to take its loads, bit-field merge and epilogue from
+// csrc/common/gemv.cuh (the same instructions), instead of copies of them.
 //
 // The rows "exllamav2 (main)" in benchmarks/results/2026-11-22_h100_gemv_lab.txt timed the kernel of
 // commit 9be5f1a (csrc/kernels/exllamav2 before this lab); build with -DGPTQ_LAB_OLD_KERNEL and
@@ -19,6 +22,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <vector>
+
+#include "common/gemv.cuh"
 
 #ifdef GPTQ_LAB_OLD_KERNEL
 #include "kernels/exllamav2/exllamav2_kernel.cu"
@@ -35,25 +40,26 @@
 
 namespace lab {
 
+using gptq::cuda::gemv::and_or;
+using gptq::cuda::gemv::kColsPerBlock;
+using gptq::cuda::gemv::kThreads;
+using gptq::cuda::gemv::kWarps;
+__device__ __forceinline__ __half2 h2(uint32_t v) { return gptq::cuda::gemv::as_half2(v); }
+__device__ __forceinline__ uint32_t u32(__half2 v) { return gptq::cuda::gemv::as_u32(v); }
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
+  return gptq::cuda::gemv::load_stream(reinterpret_cast<const uint32_t*>(p));
 }
-__device__ __forceinline__ uint4 ld_stream_plain(const uint4* p) { return __ldg(p); }
+constexpr int kCols = kColsPerBlock;
 
-template <uint32_t MASK, uint32_t BITS_SET>
-__device__ __forceinline__ uint32_t and_or(uint32_t a) {
-  uint32_t d;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "n"(MASK), "n"(BITS_SET));
-  return d;
+// The library's epilogue (csrc/common/gemv.cuh) for a lane's 4 column sums of one row; the sums carry
+// the 2^-4 folded into x or the weights, so the scale is 16.
+__device__ __forceinline__ void finish(const float (&acc)[4], int* last_flag, __half* out, float* partial, int* counters,
+                                       int N) {
+  __shared__ float red[kWarps][1][kCols];
+  const float a1[1][4] = {{acc[0], acc[1], acc[2], acc[3]}};
+  gptq::cuda::gemv::finish<1>(a1, red, last_flag, 16.0f, out, partial, counters, N);
 }
-__device__ __forceinline__ __half2 h2(uint32_t v) { return *reinterpret_cast<__half2*>(&v); }
-__device__ __forceinline__ uint32_t u32(__half2 v) { return *reinterpret_cast<uint32_t*>(&v); }
 
-constexpr int kWarps = 8, kThreads = 256, kCols = 128;
 
 // One block: 128 columns (lane = 4 adjacent columns, one 16-byte load per packed row), 8 warps take
 // batches of ROWS packed rows round-robin inside the block's split; every load of a batch (weights,
@@ -64,7 +70,6 @@ __global__ void __launch_bounds__(kThreads) gemv4(const __half* __restrict__ x, 
                                                   const uint32_t* __restrict__ qz, const __half* __restrict__ sc,
                                                   __half* __restrict__ out, float* __restrict__ partial,
                                                   int* __restrict__ counters, int K, int N, int rpg, int batches_per_split) {
-  __shared__ float red[kWarps][kCols];
   __shared__ int last;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int n0 = blockIdx.x * kCols + lane * 4;
@@ -127,32 +132,7 @@ __global__ void __launch_bounds__(kThreads) gemv4(const __half* __restrict__ x, 
       }
     }
   }
-  *reinterpret_cast<float4*>(&red[warp][lane * 4]) = make_float4(acc[0], acc[1], acc[2], acc[3]);
-  __syncthreads();
-  float s = 0.f;
-  const int col = blockIdx.x * kCols + threadIdx.x;
-  if (threadIdx.x < kCols) {
-#pragma unroll
-    for (int w2 = 0; w2 < kWarps; ++w2) s += red[w2][threadIdx.x];
-    s *= 16.0f;
-  }
-  if (gridDim.y == 1) {
-    if (threadIdx.x < kCols && col < N) out[col] = __float2half_rn(s);
-    return;
-  }
-  if (threadIdx.x < kCols && col < N) partial[int64_t(blockIdx.y) * N + col] = s;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(counters + blockIdx.x, 1) == int(gridDim.y) - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  if (threadIdx.x < kCols && col < N) {
-    float t = 0.f;
-    for (int y = 0; y < int(gridDim.y); ++y) t += __ldcg(partial + int64_t(y) * N + col);
-    out[col] = __float2half_rn(t);
-  }
-  if (threadIdx.x == 0) counters[blockIdx.x] = 0;
+  finish(acc, &last, out, partial, counters, N);
 }
 
 
@@ -166,7 +146,6 @@ __global__ void __launch_bounds__(kThreads) gemv4b(const __half* __restrict__ x,
                                                   const uint32_t* __restrict__ qz, const __half* __restrict__ sc,
                                                   __half* __restrict__ out, float* __restrict__ partial,
                                                   int* __restrict__ counters, int K, int N, int rpg, int batches_per_split) {
-  __shared__ float red[kWarps][kCols];
   __shared__ int last;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int n0 = blockIdx.x * kCols + lane * 4;
@@ -246,32 +225,7 @@ __global__ void __launch_bounds__(kThreads) gemv4b(const __half* __restrict__ x,
       for (int c = 0; c < 4; ++c) acc[c] = fmaf(sfa[c], gacc_a[c], fmaf(sfb[c], gacc_b[c], acc[c]));
     }
   }
-  *reinterpret_cast<float4*>(&red[warp][lane * 4]) = make_float4(acc[0], acc[1], acc[2], acc[3]);
-  __syncthreads();
-  float s = 0.f;
-  const int col = blockIdx.x * kCols + threadIdx.x;
-  if (threadIdx.x < kCols) {
-#pragma unroll
-    for (int w2 = 0; w2 < kWarps; ++w2) s += red[w2][threadIdx.x];
-    s *= 16.0f;
-  }
-  if (gridDim.y == 1) {
-    if (threadIdx.x < kCols && col < N) out[col] = __float2half_rn(s);
-    return;
-  }
-  if (threadIdx.x < kCols && col < N) partial[int64_t(blockIdx.y) * N + col] = s;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(counters + blockIdx.x, 1) == int(gridDim.y) - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  if (threadIdx.x < kCols && col < N) {
-    float t = 0.f;
-    for (int y = 0; y < int(gridDim.y); ++y) t += __ldcg(partial + int64_t(y) * N + col);
-    out[col] = __float2half_rn(t);
-  }
-  if (threadIdx.x == 0) counters[blockIdx.x] = 0;
+  finish(acc, &last, out, partial, counters, N);
 }
 
 // Same loads, no arithmetic beyond an xor: how far is v2 from its own memory pattern's limit?
@@ -348,37 +302,6 @@ __device__ __forceinline__ void zero_consts(uint32_t zw, uint32_t (&zl)[4], uint
   }
 }
 
-__device__ __forceinline__ void finish(float (&acc)[4], float (*red)[kCols], int* last_flag, __half* out, float* partial,
-                                       int* counters, int N) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  *reinterpret_cast<float4*>(&red[warp][lane * 4]) = make_float4(acc[0], acc[1], acc[2], acc[3]);
-  __syncthreads();
-  float s = 0.f;
-  const int col = blockIdx.x * kCols + threadIdx.x;
-  if (threadIdx.x < kCols) {
-#pragma unroll
-    for (int w2 = 0; w2 < kWarps; ++w2) s += red[w2][threadIdx.x];
-    s *= 16.0f;
-  }
-  if (gridDim.y == 1) {
-    if (threadIdx.x < kCols && col < N) out[col] = __float2half_rn(s);
-    return;
-  }
-  if (threadIdx.x < kCols && col < N) partial[int64_t(blockIdx.y) * N + col] = s;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) *last_flag = atomicAdd(counters + blockIdx.x, 1) == int(gridDim.y) - 1;
-  __syncthreads();
-  if (!*last_flag) return;
-  __threadfence();
-  if (threadIdx.x < kCols && col < N) {
-    float t = 0.f;
-    for (int y = 0; y < int(gridDim.y); ++y) t += __ldcg(partial + int64_t(y) * N + col);
-    out[col] = __float2half_rn(t);
-  }
-  if (threadIdx.x == 0) counters[blockIdx.x] = 0;
-}
-
 // v4: per-thread private cp.async ring of S stages x ROWS rows (+ the batch's scales and zero word);
 // a batch lies inside one group (8 * ROWS <= group size). Registers hold no in-flight data.
 template <int ROWS, int S>
@@ -387,7 +310,6 @@ __global__ void __launch_bounds__(kThreads) gemv4d(const __half* __restrict__ x,
                                                   __half* __restrict__ out, float* __restrict__ partial,
                                                   int* __restrict__ counters, int K, int N, int rpg, int batches_per_split) {
   extern __shared__ uint4 ring[];  // [S][ROWS + 1][kThreads]: rows, then (scales uint2, zero word)
-  __shared__ float red[kWarps][kCols];
   __shared__ int last;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int n0 = blockIdx.x * kCols + lane * 4;
@@ -448,7 +370,7 @@ __global__ void __launch_bounds__(kThreads) gemv4d(const __half* __restrict__ x,
     }
     cp_wait<0>();
   }
-  finish(acc, red, &last, out, partial, counters, N);
+  finish(acc, &last, out, partial, counters, N);
 }
 
 // v3: register double buffer of ROWS rows, x read at use time (L1), one group per batch.
@@ -457,7 +379,6 @@ __global__ void __launch_bounds__(kThreads) gemv4c(const __half* __restrict__ x,
                                                   const uint32_t* __restrict__ qz, const __half* __restrict__ sc,
                                                   __half* __restrict__ out, float* __restrict__ partial,
                                                   int* __restrict__ counters, int K, int N, int rpg, int batches_per_split) {
-  __shared__ float red[kWarps][kCols];
   __shared__ int last;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int n0 = blockIdx.x * kCols + lane * 4;
@@ -514,7 +435,7 @@ __global__ void __launch_bounds__(kThreads) gemv4c(const __half* __restrict__ x,
       acc[3] = fmaf(__high2float(h2(s.y)), gacc[3], acc[3]);
     }
   }
-  finish(acc, red, &last, out, partial, counters, N);
+  finish(acc, &last, out, partial, counters, N);
 }
 
 // Read-only streaming of the same bytes: the ceiling for a kernel that reads its weights once.
@@ -698,6 +619,7 @@ int main(int argc, char** argv) {
     run_new(lab::gemv4d<8, 3>, 8, "v4 R8 S3", 3 * 9 * 256 * 16);
     run_new(lab::gemv4d<8, 4>, 8, "v4 R8 S4", 4 * 9 * 256 * 16);
     run_new(lab::gemv4d<2, 8>, 2, "v4 R2 S8", 8 * 3 * 256 * 16);
+    run_new(lab::gemv_loadonly<8>, 8, "loadonly R8");  // err is meaningless here: it only loads
     for (auto& l : L) { cudaFree(l.qw); cudaFree(l.qz); cudaFree(l.sc); }
     fflush(stdout);
   }

@@ -1,11 +1,17 @@
-// Pieces shared by the split-K GEMVs on CUDA cores (csrc/kernels/exllamav2, the 3-bit half2 GEMV in
-// csrc/kernels/autogptq): streaming loads, the magic-number bit-field merge, and the epilogue that
-// reduces a block's warps and then the K splits in one kernel.
+// Pieces shared by the split-K GEMVs (csrc/kernels/exllamav2, the 3-bit half2 GEMV in
+// csrc/kernels/autogptq): streaming loads, the magic-number bit-field merge, the epilogue that
+// reduces a block's warps and then the K splits in one kernel, and the plan and launch.
 #pragma once
 
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "common/gemv_launch.h"
 
 namespace gptq::cuda::gemv {
 
@@ -92,15 +98,52 @@ __device__ __forceinline__ void finish(const float (&acc)[M][4], float (*red)[M]
   store_tile(&red[0][0][0], M, last_flag, out, partial, counters, M, N);
 }
 
-// Split count for a GEMV over `col_blocks` strips of 128 columns and `batches` batches along K: one
-// wave of resident blocks (measured best on the H100 for every real shape: fewer splits starve the
-// SMs, more add partial traffic and shorten each warp's pipeline), at least kWarps batches a split.
-inline int64_t splits_for(int64_t col_blocks, int64_t batches, int sm_count, int blocks_per_sm) {
-  const int64_t slots = int64_t(sm_count > 1 ? sm_count : 1) * (blocks_per_sm > 1 ? blocks_per_sm : 1);
-  int64_t splits = slots / col_blocks;
-  if (splits < 1) splits = 1;
-  const int64_t cap = batches / kWarps > 1 ? batches / kWarps : 1;
-  return splits < cap ? splits : cap;
+using Kernel = void (*)(GemvArgs);
+
+// Resident blocks per SM of `kernel` (kThreads threads, static shared memory only) on the current
+// device, queried once per device and kernel.
+inline int blocks_per_sm(Kernel kernel) {
+  static std::mutex mu;
+  static std::map<std::pair<int, Kernel>, int> cache;
+  int dev = 0;
+  cudaGetDevice(&dev);
+  std::lock_guard<std::mutex> lock(mu);
+  int& c = cache[{dev, kernel}];
+  if (c == 0) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c, kernel, kThreads, 0) != cudaSuccess) {
+      (void)cudaGetLastError();
+    }
+    c = std::max(c, 1);
+  }
+  return c;
+}
+
+// Plan of `kernel` over `batches` batches along K and N columns: the splits are one wave of resident
+// blocks (measured best on the H100 for every real shape: fewer splits starve the SMs, more add
+// partial traffic and shorten each warp's pipeline), with at least `min_batches` batches a split.
+inline GemvPlan make_plan(Kernel kernel, int batch, int64_t batches, int64_t N, int sm_count, int64_t min_batches) {
+  GemvPlan p;
+  p.batch = batch;
+  p.col_blocks = (N + kColsPerBlock - 1) / kColsPerBlock;
+  const int64_t slots = int64_t(std::max(sm_count, 1)) * blocks_per_sm(kernel);
+  int64_t splits = std::max<int64_t>(1, slots / std::max<int64_t>(p.col_blocks, 1));
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, batches / min_batches));
+  p.batches_per_split = std::max<int64_t>(1, (batches + splits - 1) / splits);
+  p.splits = std::max<int64_t>(1, (batches + p.batches_per_split - 1) / p.batches_per_split);
+  return p;
+}
+
+// Launches `kernel` on the plan's grid (nullptr: a case no kernel takes).
+inline cudaError_t launch(Kernel kernel, const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
+  if (kernel == nullptr) return cudaErrorInvalidValue;
+  if (args.N == 0) return cudaSuccess;
+  if (plan.splits > 65535 || (plan.splits > 1 && (args.partial == nullptr || args.counters == nullptr)))
+    return cudaErrorInvalidValue;
+  GemvArgs a = args;
+  a.batches_per_split = static_cast<int>(plan.batches_per_split);
+  const dim3 grid(static_cast<unsigned>(plan.col_blocks), static_cast<unsigned>(plan.splits));
+  kernel<<<grid, kThreads, 0, stream>>>(a);
+  return cudaGetLastError();
 }
 
 }  // namespace gptq::cuda::gemv

@@ -20,9 +20,6 @@
 // (csrc/kernels/exllamav2, csrc/common/gemv.cuh), with a batch of PERIODS x 3 packed rows.
 #include "autogptq_launch.h"
 
-#include <algorithm>
-#include <mutex>
-
 #include "common/gemv.cuh"
 
 namespace gptq::cuda {
@@ -72,7 +69,7 @@ __device__ __forceinline__ void decode_period(uint32_t w0, uint32_t w1, uint32_t
 }
 
 template <int M, int PERIODS>
-__global__ void __launch_bounds__(kThreads) gemv3_kernel(Gemv3Args a) {
+__global__ void __launch_bounds__(kThreads) gemv3_kernel(GemvArgs a) {
   constexpr int kRows = 3 * PERIODS;  // packed rows per batch
   __shared__ float red[kWarps][M][kColsPerBlock];
   __shared__ int last_flag;
@@ -189,68 +186,31 @@ __global__ void __launch_bounds__(kThreads) gemv3_kernel(Gemv3Args a) {
   gemv::finish<M>(acc, red, &last_flag, 16.0f, a.out, a.partial, a.counters, N);
 }
 
-template <int M, int PERIODS>
-int resident_blocks() {
-  int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, gemv3_kernel<M, PERIODS>, kThreads, 0) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 1;
+gemv::Kernel kernel_for(int64_t M, int periods) {
+  switch (M * 10 + periods) {
+    case 12: return gemv3_kernel<1, 2>;
+    case 11: return gemv3_kernel<1, 1>;
+    case 21: return gemv3_kernel<2, 1>;
+    case 31: return gemv3_kernel<3, 1>;
+    case 41: return gemv3_kernel<4, 1>;
+    default: return nullptr;
   }
-  return std::max(blocks, 1);
-}
-
-int blocks_per_sm(int64_t M, int periods) {
-  static std::mutex mu;
-  static int cache[64][5][2] = {};  // [device][M][periods 1/2]
-  int dev = 0;
-  cudaGetDevice(&dev);
-  std::lock_guard<std::mutex> lock(mu);
-  int& c = cache[dev & 63][M][periods == 2];
-  if (c == 0) {
-    switch (M * 10 + periods) {
-      case 12: c = resident_blocks<1, 2>(); break;
-      case 11: c = resident_blocks<1, 1>(); break;
-      case 21: c = resident_blocks<2, 1>(); break;
-      case 31: c = resident_blocks<3, 1>(); break;
-      default: c = resident_blocks<4, 1>(); break;
-    }
-  }
-  return c;
 }
 
 }  // namespace
 
-Gemv3Plan gemv3_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm_count) {
-  Gemv3Plan p;
+GemvPlan gemv3_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm_count) {
   // Two periods (64 input channels) per batch at M = 1 when the groups allow, else one.
-  p.periods_per_batch = M == 1 && (group_size < 0 || group_size % 64 == 0) ? 2 : 1;
-  p.col_blocks = (N + kColsPerBlock - 1) / kColsPerBlock;
-  const int64_t batches = (K / 32 + p.periods_per_batch - 1) / p.periods_per_batch;
-  const int64_t splits = gemv::splits_for(p.col_blocks, batches, sm_count, blocks_per_sm(M, p.periods_per_batch));
-  p.batches_per_split = std::max<int64_t>(1, (batches + splits - 1) / splits);
-  p.splits = std::max<int64_t>(1, (batches + p.batches_per_split - 1) / p.batches_per_split);
-  return p;
+  const int periods = M == 1 && (group_size < 0 || group_size % 64 == 0) ? 2 : 1;
+  const int64_t batches = (K / 32 + periods - 1) / periods;
+  return gemv::make_plan(kernel_for(M, periods), periods, batches, N, sm_count, kWarps);
 }
 
-cudaError_t launch_gemv3(const Gemv3Args& args, const Gemv3Plan& plan, cudaStream_t stream) {
+cudaError_t launch_gemv3(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
   if (!gemv3_supports(args.M, args.K, args.N, args.group_size) ||
-      (args.group_size > 0 && args.group_size % (32 * plan.periods_per_batch) != 0))
+      (args.group_size > 0 && args.group_size % (32 * plan.batch) != 0))
     return cudaErrorInvalidValue;
-  if (args.N == 0) return cudaSuccess;
-  if (plan.splits > 65535 || (plan.splits > 1 && (args.partial == nullptr || args.counters == nullptr)))
-    return cudaErrorInvalidValue;
-  Gemv3Args a = args;
-  a.batches_per_split = static_cast<int>(plan.batches_per_split);
-  const dim3 grid(static_cast<unsigned>(plan.col_blocks), static_cast<unsigned>(plan.splits));
-  switch (args.M * 10 + plan.periods_per_batch) {
-    case 12: gemv3_kernel<1, 2><<<grid, kThreads, 0, stream>>>(a); break;
-    case 11: gemv3_kernel<1, 1><<<grid, kThreads, 0, stream>>>(a); break;
-    case 21: gemv3_kernel<2, 1><<<grid, kThreads, 0, stream>>>(a); break;
-    case 31: gemv3_kernel<3, 1><<<grid, kThreads, 0, stream>>>(a); break;
-    case 41: gemv3_kernel<4, 1><<<grid, kThreads, 0, stream>>>(a); break;
-    default: return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  return gemv::launch(kernel_for(args.M, plan.batch), args, plan, stream);
 }
 
 }  // namespace gptq::cuda

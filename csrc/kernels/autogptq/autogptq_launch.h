@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "common/gemv_launch.h"
+
 namespace gptq::cuda {
 
 // Largest M the GEMV kernel serves; above it the adapter dequantizes and calls cuBLAS.
@@ -51,31 +53,14 @@ cudaError_t launch_dequantize_kn(const uint32_t* qweight, const uint32_t* qzeros
 namespace gptq::cuda {
 
 // The 3-bit half2 GEMV (autogptq_gemv3.cu): fp16, M = 1..4, contiguous groups (no g_idx).
-struct Gemv3Args {
-  const __half* x = nullptr;          // [M, K], 16-byte aligned
-  const uint32_t* qweight = nullptr;  // [K*3/32, N], 16-byte aligned
-  const uint32_t* qzeros = nullptr;   // [G, N*3/32]
-  const __half* scales = nullptr;     // [G, N]
-  __half* out = nullptr;              // [M, N]
-  float* partial = nullptr;           // [splits, M, N] when the plan splits K
-  int* counters = nullptr;            // [col_blocks], zero before the first call; left at zero
-  int64_t M = 0, K = 0, N = 0;
-  int64_t group_size = -1;
-  bool zeros_minus_one = false;
-  int batches_per_split = 0;          // set by the launcher
-};
-
-struct Gemv3Plan {
-  int periods_per_batch = 2;  // 32-channel packing periods (3 packed rows each) a warp loads at once
-  int64_t col_blocks = 0, splits = 1, batches_per_split = 0;
-};
-
 inline bool gemv3_supports(int64_t M, int64_t K, int64_t N, int64_t group_size) {
-  return M >= 1 && M <= 4 && K % 32 == 0 && N % 32 == 0 && (group_size == -1 || (group_size > 0 && group_size % 32 == 0));
+  return M >= 1 && M <= 4 && K % 32 == 0 && N % 32 == 0 &&
+         (group_size == -1 || (group_size > 0 && group_size % 32 == 0));
 }
 
-Gemv3Plan gemv3_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm_count);
+// plan.batch: 32-channel packing periods (3 packed rows each) a warp loads at once.
+GemvPlan gemv3_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm_count);
 
-cudaError_t launch_gemv3(const Gemv3Args& args, const Gemv3Plan& plan, cudaStream_t stream);
+cudaError_t launch_gemv3(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 
 }  // namespace gptq::cuda

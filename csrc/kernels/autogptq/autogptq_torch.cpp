@@ -9,53 +9,10 @@
 #include "autogptq_internal.h"
 #include "check.h"
 #include "format_internal.h"
+#include "gemv_cuda.h"
 #include "kernels/autogptq/autogptq_launch.h"
 
 namespace gptq::cuda {
-
-namespace {
-
-// 3-bit, fp16, M <= 4, contiguous groups: the half2 GEMV (autogptq_gemv3.cu).
-at::Tensor gemv3(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& qzeros, const at::Tensor& scales,
-                 at::Tensor out, int64_t K, int64_t N, int64_t group_size, bool zeros_minus_one) {
-  // 16-byte loads of x and qweight: a view at an odd offset is copied once.
-  auto aligned = [](at::Tensor t) {
-    t = t.contiguous();
-    return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0 ? t : t.clone();
-  };
-  auto xc = aligned(x);
-  auto qw = aligned(qweight);
-  auto qz = qzeros.contiguous();
-  auto sc = aligned(scales);
-  const int64_t M = x.size(0);
-  const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  const Gemv3Plan plan = gemv3_plan(M, K, N, group_size, sm_count);
-  // Split-K workspaces through the caching allocator (safe under CUDA graph capture).
-  at::Tensor partial, counters;
-  Gemv3Args args;
-  if (plan.splits > 1) {
-    partial = at::empty({plan.splits, M, N}, x.options().dtype(at::kFloat));
-    counters = at::zeros({plan.col_blocks}, x.options().dtype(at::kInt));
-    args.partial = partial.data_ptr<float>();
-    args.counters = counters.data_ptr<int>();
-  }
-  args.x = reinterpret_cast<const __half*>(xc.const_data_ptr<at::Half>());
-  args.qweight = reinterpret_cast<const uint32_t*>(qw.const_data_ptr<int32_t>());
-  args.qzeros = reinterpret_cast<const uint32_t*>(qz.const_data_ptr<int32_t>());
-  args.scales = reinterpret_cast<const __half*>(sc.const_data_ptr<at::Half>());
-  args.out = reinterpret_cast<__half*>(out.data_ptr<at::Half>());
-  args.M = M;
-  args.K = K;
-  args.N = N;
-  args.group_size = group_size;
-  args.zeros_minus_one = zeros_minus_one;
-  const cudaError_t err = launch_gemv3(args, plan, at::cuda::getCurrentCUDAStream().stream());
-  GPTQ_CHECK(err == cudaSuccess, "gptq::autogptq_gemm", "3-bit GEMV launch failed for M = ", M, ", K = ", K,
-             ", N = ", N, ": ", cudaGetErrorString(err));
-  return out;
-}
-
-}  // namespace
 
 at::Tensor autogptq_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& qzeros,
                               const at::Tensor& scales, const c10::optional<at::Tensor>& g_idx, int64_t bits,
@@ -74,7 +31,10 @@ at::Tensor autogptq_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, co
   const c10::optional<at::Tensor> gi =
       g_idx.has_value() && g_idx->defined() ? c10::optional<at::Tensor>(g_idx->contiguous()) : c10::nullopt;
   if (bits == 3 && x.scalar_type() == at::kHalf && !gi.has_value() && gemv3_supports(M, s.K, s.N, group_size)) {
-    return gemv3(x, qweight, qzeros, scales, out, s.K, s.N, group_size, checkpoint_format == 1);
+    // The 3-bit half2 GEMV (autogptq_gemv3.cu).
+    return run_gemv(
+        op, x, qweight, qzeros, scales, s.K, s.N, group_size, checkpoint_format == 1,
+        [&](int sm_count) { return gemv3_plan(M, s.K, s.N, group_size, sm_count); }, launch_gemv3);
   }
   if (M > kGemvMaxRows) {
     // Compute-bound regime: W^T [K, N] in one streaming pass, then cuBLAS.

@@ -16,9 +16,6 @@
 // 8192 x 28672 (see benchmarks/results/2026-11-22_h100_gemv_lab.txt).
 #include "exllamav2_launch.h"
 
-#include <algorithm>
-#include <mutex>
-
 #include "common/gemv.cuh"
 
 namespace gptq::cuda {
@@ -47,7 +44,7 @@ __device__ __forceinline__ void zero_addends(uint32_t zw, bool zeros_minus_one, 
 }
 
 template <int M, int ROWS>
-__global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(ExllamaV2GemvArgs a) {
+__global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(GemvArgs a) {
   static_assert(ROWS % 2 == 0, "two rows share one half2 chain");
   __shared__ float red[kWarps][M][kColsPerBlock];
   __shared__ int last_flag;
@@ -159,74 +156,35 @@ __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(ExllamaV2GemvA
   gemv::finish<M>(acc, red, &last_flag, 16.0f, a.out, a.partial, a.counters, N);
 }
 
-template <int M, int ROWS>
-int resident_blocks() {
-  int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, exllamav2_gemv_kernel<M, ROWS>, kThreads, 0) !=
-      cudaSuccess) {
-    (void)cudaGetLastError();
-    return 1;
-  }
-  return std::max(blocks, 1);
-}
-
 // 8 rows per batch when groups allow (group size -1 or a multiple of 64), else 4 (a multiple of 32);
 // M > 1 also uses 4 to keep the registers of two blocks per SM.
 int rows_per_batch(int64_t M, int64_t group_size) {
   return M == 1 && (group_size < 0 || group_size % 64 == 0) ? 8 : 4;
 }
 
-int blocks_per_sm(int64_t M, int rows) {
-  static std::mutex mu;
-  static int cache[64][5][2] = {};  // [device][M][rows 4/8]
-  int dev = 0;
-  cudaGetDevice(&dev);
-  std::lock_guard<std::mutex> lock(mu);
-  int& c = cache[dev & 63][M][rows == 8];
-  if (c == 0) {
-    switch (M * 10 + rows) {
-      case 18: c = resident_blocks<1, 8>(); break;
-      case 14: c = resident_blocks<1, 4>(); break;
-      case 24: c = resident_blocks<2, 4>(); break;
-      case 34: c = resident_blocks<3, 4>(); break;
-      default: c = resident_blocks<4, 4>(); break;
-    }
+gemv::Kernel kernel_for(int64_t M, int rows) {
+  switch (M * 10 + rows) {
+    case 18: return exllamav2_gemv_kernel<1, 8>;
+    case 14: return exllamav2_gemv_kernel<1, 4>;
+    case 24: return exllamav2_gemv_kernel<2, 4>;
+    case 34: return exllamav2_gemv_kernel<3, 4>;
+    case 44: return exllamav2_gemv_kernel<4, 4>;
+    default: return nullptr;
   }
-  return c;
 }
 
 }  // namespace
 
-ExllamaV2GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm_count) {
-  ExllamaV2GemvPlan p;
-  p.rows_per_batch = rows_per_batch(M, group_size);
-  p.col_blocks = (N + kColsPerBlock - 1) / kColsPerBlock;
-  const int64_t batches = (K / 8 + p.rows_per_batch - 1) / p.rows_per_batch;
-  const int64_t splits = gemv::splits_for(p.col_blocks, batches, sm_count, blocks_per_sm(M, p.rows_per_batch));
-  p.batches_per_split = std::max<int64_t>(1, (batches + splits - 1) / splits);
-  p.splits = std::max<int64_t>(1, (batches + p.batches_per_split - 1) / p.batches_per_split);
-  return p;
+GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm_count) {
+  const int rows = rows_per_batch(M, group_size);
+  const int64_t batches = (K / 8 + rows - 1) / rows;
+  return gemv::make_plan(kernel_for(M, rows), rows, batches, N, sm_count, kWarps);
 }
 
-cudaError_t launch_exllamav2_gemv(const ExllamaV2GemvArgs& args, const ExllamaV2GemvPlan& plan, cudaStream_t stream) {
-  if (args.M < 1 || args.M > kExllamaV2MaxM || args.K % 8 != 0 || args.N % 8 != 0 ||
-      (args.group_size > 0 && args.group_size % (8 * plan.rows_per_batch) != 0))
+cudaError_t launch_exllamav2_gemv(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
+  if (args.K % 8 != 0 || args.N % 8 != 0 || (args.group_size > 0 && args.group_size % (8 * plan.batch) != 0))
     return cudaErrorInvalidValue;
-  if (args.N == 0) return cudaSuccess;
-  if (plan.splits > 65535 || (plan.splits > 1 && (args.partial == nullptr || args.counters == nullptr)))
-    return cudaErrorInvalidValue;
-  ExllamaV2GemvArgs a = args;
-  a.batches_per_split = static_cast<int>(plan.batches_per_split);
-  const dim3 grid(static_cast<unsigned>(plan.col_blocks), static_cast<unsigned>(plan.splits));
-  switch (args.M * 10 + plan.rows_per_batch) {
-    case 18: exllamav2_gemv_kernel<1, 8><<<grid, kThreads, 0, stream>>>(a); break;
-    case 14: exllamav2_gemv_kernel<1, 4><<<grid, kThreads, 0, stream>>>(a); break;
-    case 24: exllamav2_gemv_kernel<2, 4><<<grid, kThreads, 0, stream>>>(a); break;
-    case 34: exllamav2_gemv_kernel<3, 4><<<grid, kThreads, 0, stream>>>(a); break;
-    case 44: exllamav2_gemv_kernel<4, 4><<<grid, kThreads, 0, stream>>>(a); break;
-    default: return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  return gemv::launch(kernel_for(args.M, plan.batch), args, plan, stream);
 }
 
 }  // namespace gptq::cuda

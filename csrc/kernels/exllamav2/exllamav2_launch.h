@@ -16,47 +16,29 @@
 
 #include <cstdint>
 
+#include "common/gemv_launch.h"
+
 namespace gptq::cuda {
 
 constexpr int kExllamaV2MaxM = 4;
-
-struct ExllamaV2GemvArgs {
-  const __half* x = nullptr;          // [M, K], 16-byte aligned (already gathered by the act-order permutation)
-  const uint32_t* qweight = nullptr;  // [K/8, N] with contiguous groups, 16-byte aligned
-  const uint32_t* qzeros = nullptr;   // [G, N/8]
-  const __half* scales = nullptr;     // [G, N]
-  __half* out = nullptr;              // [M, N]
-  float* partial = nullptr;           // [splits, M, N] when the plan splits K
-  int* counters = nullptr;            // [col_blocks], zero before the first call; left at zero
-  int64_t M = 0, K = 0, N = 0;        // K % 8 == 0, N % 8 == 0
-  int64_t group_size = -1;            // -1 or a multiple of 8 * plan.rows_per_batch
-  bool zeros_minus_one = false;       // GPTQ v1 checkpoints store z - 1
-  int batches_per_split = 0;          // set by the launcher from the plan
-};
-
-struct ExllamaV2GemvPlan {
-  int rows_per_batch = 8;  // packed rows (8 input channels each) a warp loads at once
-  int64_t col_blocks = 0;  // grid.x: blocks of 128 columns
-  int64_t splits = 1;      // grid.y: K splits
-  int64_t batches_per_split = 0;
-};
 
 // Group sizes the kernel takes for M rows: -1 or a multiple of 32 (64 for the 8-row batches at M = 1).
 inline bool exllamav2_gemv_supports(int64_t M, int64_t group_size) {
   return M >= 1 && M <= kExllamaV2MaxM && (group_size == -1 || (group_size > 0 && group_size % 32 == 0));
 }
 
-ExllamaV2GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm_count);
+// plan.batch: packed rows (8 input channels each) a warp loads at once.
+GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm_count);
 
-cudaError_t launch_exllamav2_gemv(const ExllamaV2GemvArgs& args, const ExllamaV2GemvPlan& plan, cudaStream_t stream);
+cudaError_t launch_exllamav2_gemv(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 
 // The tensor-core variant (exllamav2_mma.cu): M = 1..16 rows, group size -1 or a multiple of 64.
 constexpr int kExllamaV2MmaMaxM = 16;
 inline bool exllamav2_mma_supports(int64_t M, int64_t group_size) {
   return M >= 1 && M <= kExllamaV2MmaMaxM && (group_size == -1 || (group_size > 0 && group_size % 64 == 0));
 }
-// batches_per_split counts steps of 64 input channels.
-ExllamaV2GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, int sm_count);
-cudaError_t launch_exllamav2_mma(const ExllamaV2GemvArgs& args, const ExllamaV2GemvPlan& plan, cudaStream_t stream);
+// plan.batch: packed rows per step (one per warp); a step is 64 input channels.
+GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, int sm_count);
+cudaError_t launch_exllamav2_mma(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 
 }  // namespace gptq::cuda

@@ -18,10 +18,8 @@
 // the ldmatrix rows (8 consecutive columns) hit 8 distinct 16-byte bank groups.
 #include "exllamav2_launch.h"
 
-#include <algorithm>
-#include <mutex>
-
 #include "common/gemv.cuh"
+#include "common/mma.cuh"
 
 namespace gptq::cuda {
 namespace {
@@ -37,24 +35,11 @@ using gemv::load_stream;
 constexpr int kStepK = 64;  // input channels per step: one packed row per warp
 constexpr int kDepth = 6;   // steps of weights in flight per warp (16 bytes per lane each)
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 // Physical 16-byte chunk of (column n, chunk c) in B^T: distinct over 8 lanes' columns 4l + const and
 // over 8 consecutive columns.
 __device__ __forceinline__ int b_chunk(int n, int c) { return c ^ (((n >> 2) ^ n) & 7); }
 
-__global__ void __launch_bounds__(kThreads, 2) exllamav2_mma_kernel(ExllamaV2GemvArgs a) {
+__global__ void __launch_bounds__(kThreads, 2) exllamav2_mma_kernel(GemvArgs a) {
   __shared__ __align__(16) uint4 sB[2][kColsPerBlock * 8];  // [buffer][column * 8 + chunk]: 16 KB each
   __shared__ __align__(16) uint4 sX[2][16 * 8];             // [buffer][row * 8 + chunk]
   __shared__ int last_flag;
@@ -106,6 +91,18 @@ __global__ void __launch_bounds__(kThreads, 2) exllamav2_mma_kernel(ExllamaV2Gem
   float acc[2][4] = {}, grp_acc[2][4] = {};
   uint32_t sc_cur[2] = {0u, 0u}, sc_next[2];
   fetch_scales(s_begin, sc_next);
+  // The finished group's fp32 sums times its scales (fragment element e: column 2t + (e & 1)).
+  auto fold_group = [&]() {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const float s_lo = __low2float(as_half2(sc_cur[j])), s_hi = __high2float(as_half2(sc_cur[j]));
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        acc[j][e] = fmaf(e & 1 ? s_hi : s_lo, grp_acc[j][e], acc[j][e]);
+        grp_acc[j][e] = 0.f;
+      }
+    }
+  };
   const __half2 k16 = as_half2(0x2C002C00u);  // 1/16
 
   for (int s0 = s_begin; s0 < s_end; s0 += kDepth) {
@@ -154,17 +151,9 @@ __global__ void __launch_bounds__(kThreads, 2) exllamav2_mma_kernel(ExllamaV2Gem
 
       // Group boundary: fold the finished group's sums with its scales.
       if (s == s_begin || s % steps_per_group == 0) {
+        fold_group();
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          const float s_lo = __low2float(as_half2(sc_cur[j])), s_hi = __high2float(as_half2(sc_cur[j]));
-          acc[j][0] = fmaf(s_lo, grp_acc[j][0], acc[j][0]);
-          acc[j][1] = fmaf(s_hi, grp_acc[j][1], acc[j][1]);
-          acc[j][2] = fmaf(s_lo, grp_acc[j][2], acc[j][2]);
-          acc[j][3] = fmaf(s_hi, grp_acc[j][3], acc[j][3]);
-#pragma unroll
-          for (int e = 0; e < 4; ++e) grp_acc[j][e] = 0.f;
-          sc_cur[j] = sc_next[j];
-        }
+        for (int j = 0; j < 2; ++j) sc_cur[j] = sc_next[j];
         fetch_scales((s / steps_per_group + 1) * steps_per_group, sc_next);
       }
 #pragma unroll
@@ -178,19 +167,13 @@ __global__ void __launch_bounds__(kThreads, 2) exllamav2_mma_kernel(ExllamaV2Gem
           const int n = 16 * warp + 8 * (lane >> 4) + (lane & 7), c = 2 * kk + ((lane >> 3) & 1);
           ldmatrix_x4(bf, &sB[buf][n * 8 + b_chunk(n, c)]);
         }
-        mma_16816(grp_acc[0], af, bf[0], bf[1]);
-        mma_16816(grp_acc[1], af, bf[2], bf[3]);
+        const uint32_t b0[2] = {bf[0], bf[1]}, b1[2] = {bf[2], bf[3]};
+        mma_16816<__half>(grp_acc[0], af, b0);
+        mma_16816<__half>(grp_acc[1], af, b1);
       }
     }
   }
-#pragma unroll
-  for (int j = 0; j < 2; ++j) {
-    const float s_lo = __low2float(as_half2(sc_cur[j])), s_hi = __high2float(as_half2(sc_cur[j]));
-    acc[j][0] = fmaf(s_lo, grp_acc[j][0], acc[j][0]);
-    acc[j][1] = fmaf(s_hi, grp_acc[j][1], acc[j][1]);
-    acc[j][2] = fmaf(s_lo, grp_acc[j][2], acc[j][2]);
-    acc[j][3] = fmaf(s_hi, grp_acc[j][3], acc[j][3]);
-  }
+  fold_group();
 
   // Fragments -> [16, 128] fp32 tile (in sB, free once every warp is past its last ldmatrix).
   __syncthreads();
@@ -206,50 +189,19 @@ __global__ void __launch_bounds__(kThreads, 2) exllamav2_mma_kernel(ExllamaV2Gem
   gemv::store_tile(tile, M, &last_flag, a.out, a.partial, a.counters, a.M, N);
 }
 
-int mma_blocks_per_sm() {
-  static std::mutex mu;
-  static int cache[64] = {};
-  int dev = 0;
-  cudaGetDevice(&dev);
-  std::lock_guard<std::mutex> lock(mu);
-  int& c = cache[dev & 63];
-  if (c == 0) {
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c, exllamav2_mma_kernel, kThreads, 0) != cudaSuccess) {
-      (void)cudaGetLastError();
-      c = 1;
-    }
-    c = std::max(c, 1);
-  }
-  return c;
-}
-
 }  // namespace
 
-ExllamaV2GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, int sm_count) {
-  ExllamaV2GemvPlan p;
-  p.rows_per_batch = 8;  // packed rows per step (one per warp)
-  p.col_blocks = (N + kColsPerBlock - 1) / kColsPerBlock;
-  const int64_t steps = (K / 8 + 7) / 8;
-  const int64_t slots = int64_t(std::max(sm_count, 1)) * mma_blocks_per_sm();
-  int64_t splits = std::max<int64_t>(1, slots / p.col_blocks);
-  splits = std::min<int64_t>(splits, std::max<int64_t>(1, steps / kDepth));  // keep the ring's depth busy
-  p.batches_per_split = std::max<int64_t>(1, (steps + splits - 1) / splits);
-  p.splits = std::max<int64_t>(1, (steps + p.batches_per_split - 1) / p.batches_per_split);
+GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, int sm_count) {
   (void)M;
-  return p;
+  const int64_t steps = (K / 8 + 7) / 8;
+  // At least kDepth steps a split, so the ring of loads in flight is filled.
+  return gemv::make_plan(exllamav2_mma_kernel, 8, steps, N, sm_count, kDepth);
 }
 
-cudaError_t launch_exllamav2_mma(const ExllamaV2GemvArgs& args, const ExllamaV2GemvPlan& plan, cudaStream_t stream) {
+cudaError_t launch_exllamav2_mma(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
   if (!exllamav2_mma_supports(args.M, args.group_size) || args.K % 8 != 0 || args.N % 8 != 0)
     return cudaErrorInvalidValue;
-  if (args.N == 0) return cudaSuccess;
-  if (plan.splits > 65535 || (plan.splits > 1 && (args.partial == nullptr || args.counters == nullptr)))
-    return cudaErrorInvalidValue;
-  ExllamaV2GemvArgs a = args;
-  a.batches_per_split = static_cast<int>(plan.batches_per_split);
-  const dim3 grid(static_cast<unsigned>(plan.col_blocks), static_cast<unsigned>(plan.splits));
-  exllamav2_mma_kernel<<<grid, kThreads, 0, stream>>>(a);
-  return cudaGetLastError();
+  return gemv::launch(exllamav2_mma_kernel, args, plan, stream);
 }
 
 }  // namespace gptq::cuda
