@@ -25,17 +25,17 @@ at::Tensor autogptq_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, co
              "the CUDA kernel takes float16 or bfloat16 scales and activations, got ", scales.scalar_type());
   const c10::cuda::CUDAGuard guard(qweight.device());
   const int64_t M = x.size(0);
-  auto out = at::empty({M, s.N}, x.options());
-  if (M == 0 || s.N == 0) return out;
-  if (s.K == 0) return out.zero_();
-  const c10::optional<at::Tensor> gi =
-      g_idx.has_value() && g_idx->defined() ? c10::optional<at::Tensor>(g_idx->contiguous()) : c10::nullopt;
-  if (bits == 3 && x.scalar_type() == at::kHalf && !gi.has_value() && gemv3_supports(M, s.K, s.N, group_size)) {
+  const bool has_g_idx = g_idx.has_value() && g_idx->defined();
+  if (bits == 3 && x.scalar_type() == at::kHalf && !has_g_idx && gemv3_supports(M, s.K, s.N, group_size)) {
     // The 3-bit half2 GEMV (autogptq_gemv3.cu).
     return run_gemv(
         op, x, qweight, qzeros, scales, s.K, s.N, group_size, checkpoint_format == 1,
         [&](int sm_count) { return gemv3_plan(M, s.K, s.N, group_size, sm_count); }, launch_gemv3);
   }
+  auto out = at::empty({M, s.N}, x.options());
+  if (M == 0 || s.N == 0) return out;
+  if (s.K == 0) return out.zero_();
+  const c10::optional<at::Tensor> gi = has_g_idx ? c10::optional<at::Tensor>(g_idx->contiguous()) : c10::nullopt;
   if (M > kGemvMaxRows) {
     // Compute-bound regime: W^T [K, N] in one streaming pass, then cuBLAS.
     auto wt = at::empty({s.K, s.N}, scales.options());
