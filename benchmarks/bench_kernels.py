@@ -134,6 +134,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output path prefix (writes PATH.json)")
     ap.add_argument("--quick", action="store_true", help="fewer shapes and batch sizes")
+    ap.add_argument("--ms", help="comma-separated batch sizes m (default: 1,4,16,64,256,1024,4096)")
+    ap.add_argument("--shapes", help="comma-separated KxN shapes, e.g. 8192x28672,4096x4096")
+    ap.add_argument("--kernels", help="comma-separated kernel names to time (default: all); fp16 always runs")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = True
     bw = copy_bandwidth()
@@ -141,6 +144,11 @@ def main():
     ms = [1, 4, 16, 64, 256, 1024, 4096]
     if args.quick:
         shapes, ms = [(4096, 4096), (8192, 8192), (8192, 28672), (28672, 8192)], [1, 16, 64, 1024]
+    if args.ms:
+        ms = [int(v) for v in args.ms.split(",")]
+    if args.shapes:
+        shapes = [tuple(int(d) for d in v.split("x")) for v in args.shapes.split(",")]
+    wanted = set(args.kernels.split(",")) if args.kernels else None
     results, table = [], []
     for K, N in shapes:
         for m in ms:
@@ -155,6 +163,8 @@ def main():
                     kernels.append(("autogptq", 8, autogptq_factory))
                     kernels.append(("autogptq act-order", 4, autogptq_act_order_factory))
                     kernels.append(("exllamav2 act-order", 4, exllamav2_act_order_factory))
+            if wanted is not None:
+                kernels = [kr for kr in kernels if kr[0] in wanted]
             bench_shape(K, N, m, kernels, results, bw, table)
             print(f"# done k={K} n={N} m={m}", flush=True)
     hdr = f"{'kernel':22s} {'bits':>4s} {'k':>6s} {'n':>6s} {'m':>5s} {'us':>9s} {'TB/s':>6s} {'%copy':>6s} {'TFLOP/s':>8s} {'x fp16':>7s}"

@@ -39,19 +39,20 @@ __device__ __forceinline__ uint4 load_stream(const uint32_t* p) {
   return v;
 }
 
-// Writes a block's finished [rows, 128] fp32 tile (shared memory, row stride 128) to out [M, N]: with
+// Writes a block's finished [rows, COLS] fp32 tile (shared memory, row stride COLS) to out [M, N]: with
 // one split (gridDim.y == 1) directly; else as fp32 partial [splits, M, N], after which the last block
 // of the column strip to arrive (counters[blockIdx.x], left at zero again) adds the splits in split
 // order, so the result does not depend on the order in which blocks finish. Starts with a barrier.
+template <int COLS = kColsPerBlock>
 __device__ __forceinline__ void store_tile(const float* tile, int rows, int* last_flag, __half* __restrict__ out,
                                            float* __restrict__ partial, int* __restrict__ counters, int64_t M,
                                            int64_t N) {
   __syncthreads();
   const int t = threadIdx.x;
-  const int64_t col_base = int64_t(blockIdx.x) * kColsPerBlock;
+  const int64_t col_base = int64_t(blockIdx.x) * COLS;
   const bool single = gridDim.y == 1;
-  for (int e = t; e < rows * kColsPerBlock; e += kThreads) {  // entry e: row e / 128, column e % 128
-    const int rm = e / kColsPerBlock, cc = e % kColsPerBlock;
+  for (int e = t; e < rows * COLS; e += kThreads) {  // entry e: row e / COLS, column e % COLS
+    const int rm = e / COLS, cc = e % COLS;
     if (col_base + cc >= N) continue;
     if (single) {
       out[rm * N + col_base + cc] = __float2half_rn(tile[e]);
@@ -66,8 +67,8 @@ __device__ __forceinline__ void store_tile(const float* tile, int rows, int* las
   __syncthreads();
   if (!*last_flag) return;
   __threadfence();
-  for (int e = t; e < rows * kColsPerBlock; e += kThreads) {
-    const int rm = e / kColsPerBlock, cc = e % kColsPerBlock;
+  for (int e = t; e < rows * COLS; e += kThreads) {
+    const int rm = e / COLS, cc = e % COLS;
     if (col_base + cc >= N) continue;
     float total = 0.f;
     for (int y = 0; y < int(gridDim.y); ++y) total += __ldcg(partial + (int64_t(y) * M + rm) * N + col_base + cc);
@@ -118,13 +119,15 @@ inline int blocks_per_sm(Kernel kernel) {
   return c;
 }
 
-// Plan of `kernel` over `batches` batches along K and N columns: the splits are one wave of resident
-// blocks (measured best on the H100 for every real shape: fewer splits starve the SMs, more add
-// partial traffic and shorten each warp's pipeline), with at least `min_batches` batches a split.
-inline GemvPlan make_plan(Kernel kernel, int batch, int64_t batches, int64_t N, int sm_count, int64_t min_batches) {
+// Plan of `kernel` over `batches` batches along K and N columns, `cols` columns a block: the splits
+// are one wave of resident blocks (measured best on the H100 for every real shape: fewer splits starve
+// the SMs, more add partial traffic and shorten each warp's pipeline), with at least `min_batches`
+// batches a split.
+inline GemvPlan make_plan(Kernel kernel, int batch, int64_t batches, int64_t N, int sm_count, int64_t min_batches,
+                          int cols = kColsPerBlock) {
   GemvPlan p;
   p.batch = batch;
-  p.col_blocks = (N + kColsPerBlock - 1) / kColsPerBlock;
+  p.col_blocks = (N + cols - 1) / cols;
   const int64_t slots = int64_t(std::max(sm_count, 1)) * blocks_per_sm(kernel);
   int64_t splits = std::max<int64_t>(1, slots / std::max<int64_t>(p.col_blocks, 1));
   splits = std::min<int64_t>(splits, std::max<int64_t>(1, batches / min_batches));

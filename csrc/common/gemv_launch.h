@@ -28,7 +28,7 @@ struct GemvArgs {
 
 struct GemvPlan {
   int batch = 0;                  // what one batch along K holds: packed rows, periods or steps (per kernel)
-  int64_t col_blocks = 0;         // grid.x: blocks of 128 columns
+  int64_t col_blocks = 0;         // grid.x: blocks of the kernel's columns (128, or 256 for the tensor-core GEMM)
   int64_t splits = 1;             // grid.y: K splits
   int64_t batches_per_split = 0;
 };

@@ -221,7 +221,7 @@ def run_exllamav2(L, x, act_order):
 @pytest.mark.parametrize("m", [1, 3, 16])
 def test_cuda_exllamav2_half2_path_real_shapes(K, N, act_order, m):
     # fp16, 4 bits: m <= 4 runs the half2 GEMV (products rounded to fp16, sums in fp32), 5 <= m <= 16
-    # the tensor-core variant (exact integer weights, fp32 accumulation).
+    # the tensor-core GEMM (exact integer weights q - z from registers, fp32 accumulation).
     L, W = make_layer(4, K, N, 128, act_order=act_order, device="cuda", seed=K - N + m)
     x = torch.randn(m, K, device="cuda").half()
     y = run_exllamav2(L, x, act_order)
@@ -230,10 +230,12 @@ def test_cuda_exllamav2_half2_path_real_shapes(K, N, act_order, m):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("group_size", [32, 64, -1])
+@pytest.mark.parametrize("group_size", [32, 64, 256, -1])
 @pytest.mark.parametrize("fmt", ["gptq", "gptq_v2"])
 @pytest.mark.parametrize("m", [1, 2, 4, 5, 16])
 def test_cuda_exllamav2_half2_path_groups_formats_and_large_activations(group_size, fmt, m):
+    # The tensor-core GEMM (m >= 5) stages 256 channels at a time: groups of 32 and 64 end inside a
+    # stage, 256 fills one, -1 spans them all.
     L, W = make_layer(4, 4096, 1056, group_size, fmt=fmt, device="cuda", seed=3 + m)
     x = torch.randn(m, 4096, device="cuda")
     x[:, ::97] *= 2000  # outlier channels as in real LLM activations: no fp16 overflow in the partial sums
@@ -245,10 +247,13 @@ def test_cuda_exllamav2_half2_path_groups_formats_and_large_activations(group_si
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 9, 16])
-@pytest.mark.parametrize("K,N,group_size", [(4104, 1056, -1), (2080, 8, 32), (64, 4096, 64), (8, 16, -1), (4160, 136, 64)])
+@pytest.mark.parametrize("K,N,group_size", [(4104, 1056, -1), (2080, 8, 32), (64, 4096, 64), (8, 16, -1), (4160, 136, 64),
+                                           (4160, 264, 512)])
 def test_cuda_exllamav2_half2_path_ragged_k_and_narrow_n(m, K, N, group_size):
     # K/8 not a multiple of the 8-row batch (4104 -> 513 packed rows), a group of 32 (4-row batches),
-    # one 8-column strip, one packed row: the tails of every loop.
+    # one 8-column strip, one packed row: the tails of every loop. 4160 x 264 with groups of 512: a
+    # group across two 256-channel stages, a last group of 64 channels, a second 256-column block with
+    # 8 columns.
     L, W = make_layer(4, K, N, group_size, device="cuda", seed=K + N + m)
     x = torch.randn(m, K, device="cuda").half()
     y = run_exllamav2(L, x, False)

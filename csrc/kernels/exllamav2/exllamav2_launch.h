@@ -32,12 +32,13 @@ GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size
 
 cudaError_t launch_exllamav2_gemv(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 
-// The tensor-core variant (exllamav2_mma.cu): M = 1..16 rows, group size -1 or a multiple of 64.
+// The tensor-core variant (exllamav2_mma.cu): M = 1..16 rows, group size -1 or a power of two >= 32.
 constexpr int kExllamaV2MmaMaxM = 16;
 inline bool exllamav2_mma_supports(int64_t M, int64_t group_size) {
-  return M >= 1 && M <= kExllamaV2MmaMaxM && (group_size == -1 || (group_size > 0 && group_size % 64 == 0));
+  return M >= 1 && M <= kExllamaV2MmaMaxM &&
+         (group_size == -1 || (group_size >= 32 && (group_size & (group_size - 1)) == 0));
 }
-// plan.batch: packed rows per step (one per warp); a step is 64 input channels.
+// plan.batch: packed rows a stage (32: 256 input channels); blocks of 256 columns.
 GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, int sm_count);
 cudaError_t launch_exllamav2_mma(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 

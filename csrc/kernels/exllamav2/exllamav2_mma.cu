@@ -1,22 +1,33 @@
 // ExLlamaV2-style GEMM for M = 1..16 rows on the tensor cores, straight from the checkpoint layout
-// (4-bit, fp16, contiguous groups of a multiple of 64 or one group): the small-batch decoding range,
-// where the half2 GEMV pays one HFMA2 per weight pair per row and stops being memory-bound.
+// (4-bit, fp16, contiguous groups): the small-batch decoding range, where the half2 GEMV pays one
+// HFMA2 per weight pair per row and stops being memory-bound.
 //
-// Instead of repacking the weights at load (Marlin), each block transposes them on the fly through
-// shared memory. A block owns 128 columns and walks its K split in steps of 64 input channels:
-//   1. decode: warp w takes packed row w of the step (8 channels) and, as in the GEMV, lane l its 4
-//      columns (one 16-byte load); one LOP3 + one HSUB2/HFMA2 per pair gives the exact integers
-//      q - z as half2 (k, k+4) pairs, stored as one 16-byte chunk per column: B^T [128 n][64 k];
-//   2. x [M <= 16, 64] is staged with its 8-channel chunks permuted the same way (k0 k4 k1 k5 ...), so
-//      the dot product over k is unchanged;
-//   3. mma: warp w owns columns 16w..16w+15 (two n8 tiles) and runs 4 k16 x 2 n8 mma.sync.m16n8k16
-//      per step, ldmatrix feeding A and B. Products of fp16 x with small integers accumulate exactly
-//      in fp32; the group scale multiplies the fp32 group sums once per group.
-// Per 16 bytes of weights a lane spends about the GEMV's decode plus 1 STS, 2 LDSM and 2 MMA, so the
-// cost no longer grows with M. Loads: each warp keeps kDepth steps of its rows in flight in registers.
-// Shared memory chunks are XOR-swizzled so that both the decode stores (8 lanes: columns 4l + c) and
-// the ldmatrix rows (8 consecutive columns) hit 8 distinct 16-byte bank groups.
+// The weights never pass through shared memory. mma.sync.m16n8k16 takes its B operand (16 input
+// channels x 8 columns) from registers: lane (g = lane / 4, q = lane % 4) supplies column g and the
+// four k slots 2q, 2q + 1, 2q + 8, 2q + 9. A dot product does not depend on the order of its k terms,
+// so the slots may stand for any 16 channels, provided x (operand A) is staged in the same order. We
+// choose the order the checkpoint layout hands us:
+//   - lane (g, q) loads 16 bytes of qweight [K/8, N]: packed row 4 it + q of the 32-channel iteration
+//     it, columns 4g..4g+3 of the warp's 32. Word i holds channels 8q..8q+7 of column 4g + i, and
+//     column 4g + i is column g of n8 tile i: one load feeds four tiles, and eight lanes with the same
+//     q read 128 contiguous bytes;
+//   - one LOP3 puts nibbles (e0, e4) of a word in a half2 as 1024 + e, another (e1, e5) as
+//     1024 + 16e; an HSUB2 and an HFMA2 with 1/16 then give the exact integers q - z. (e0, e4) and
+//     (e1, e5) are the B registers of k16 step 0, (e2, e6) and (e3, e7) (the word shifted by 8) those of
+//     step 1, so step 0's slots 2q, 2q + 1, 2q + 8, 2q + 9 are channels 8q + 0, 4, 1, 5;
+//   - x is staged per 256-channel stage in that order, as 16-byte rows for ldmatrix: one ldmatrix.x4
+//     gives a step's A fragment for 16 rows.
+// Products of fp16 x with integers |q - z| <= 15 are exact in the fp32 accumulators; each group's
+// fp32 sums are multiplied by its scales once (C fragment columns 2q, 2q + 1 of tile i are columns
+// 8q + i and 8q + 4 + i, whose scales are staged as fp32).
+//
+// A block is 8 warps x 32 columns = 256 columns. Per 32 channels a lane issues one 16-byte load, eight
+// LOP3/HSUB2/HFMA2, three instructions for its four zero points, two ldmatrix and eight mma; each
+// lane keeps the next stage's 8 loads in flight in registers, and one barrier per stage (256
+// channels, 32 KB of weights a block) hands over the double-buffered x, scales and zeros.
 #include "exllamav2_launch.h"
+
+#include <climits>
 
 #include "common/gemv.cuh"
 #include "common/mma.cuh"
@@ -27,175 +38,176 @@ namespace {
 using gemv::and_or;
 using gemv::as_half2;
 using gemv::as_u32;
-using gemv::kColsPerBlock;
 using gemv::kThreads;
-using gemv::kWarps;
 using gemv::load_stream;
 
-constexpr int kStepK = 64;  // input channels per step: one packed row per warp
-constexpr int kDepth = 6;   // steps of weights in flight per warp (16 bytes per lane each)
+constexpr int kCols = 256;                  // columns a block: 8 warps x 32
+constexpr int kStageK = 256;                // input channels a stage
+constexpr int kStageRows = kStageK / 8;     // packed rows a stage
+constexpr int kIters = kStageK / 32;        // 32-channel iterations a stage (4 packed rows each)
+constexpr int kMaxGroups = kStageK / 32;    // groups a stage at group size 32
 
-// Physical 16-byte chunk of (column n, chunk c) in B^T: distinct over 8 lanes' columns 4l + const and
-// over 8 consecutive columns.
-__device__ __forceinline__ int b_chunk(int n, int c) { return c ^ (((n >> 2) ^ n) & 7); }
+struct Stage {
+  // x rows 0..15: [iteration][k16 step][slots 0-7 | 8-15][row ^ iteration], 16 bytes a row.
+  uint4 x[kIters][2][2][16];
+  float scale[kMaxGroups][kCols];           // the stage's groups, fp32
+  uint32_t zero[kMaxGroups][kCols / 8];     // packed zero points (v1's z - 1 already incremented)
+};
+static_assert(sizeof(Stage) * 2 >= 16 * kCols * sizeof(float), "the epilogue tile reuses the stages");
+
+// z + 1 (mod 16) in every nibble: GPTQ v1 stores z - 1.
+__device__ __forceinline__ uint32_t increment_nibbles(uint32_t w) {
+  return ((w & 0x77777777u) + 0x11111111u) ^ (w & 0x88888888u);
+}
 
 __global__ void __launch_bounds__(kThreads, 2) exllamav2_mma_kernel(GemvArgs a) {
-  __shared__ __align__(16) uint4 sB[2][kColsPerBlock * 8];  // [buffer][column * 8 + chunk]: 16 KB each
-  __shared__ __align__(16) uint4 sX[2][16 * 8];             // [buffer][row * 8 + chunk]
+  __shared__ __align__(16) Stage stages_buf[2];
   __shared__ int last_flag;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, q = lane & 3;
   const int64_t N = a.N, K = a.K;
   const int M = static_cast<int>(a.M);
-  const int64_t col_base = int64_t(blockIdx.x) * kColsPerBlock;
+  const int64_t col_base = int64_t(blockIdx.x) * kCols;
   const int rows = static_cast<int>(K / 8);
-  const int steps = (rows + 7) / 8;
+  const int num_stages = static_cast<int>((K + kStageK - 1) / kStageK);
   const int s_begin = static_cast<int>(blockIdx.y) * a.batches_per_split;
-  const int s_end = min(steps, s_begin + a.batches_per_split);
-  const int steps_per_group = a.group_size < 0 ? max(steps, 1) : static_cast<int>(a.group_size / kStepK);
+  const int s_end = min(num_stages, s_begin + a.batches_per_split);
+  const int64_t gs = a.group_size;
+  const bool one_group_a_stage = gs < 0 || gs >= kStageK;
+  // Group sizes are -1 or powers of two >= 32 (exllamav2_mma_supports): iterations a group and the
+  // stage-local group of iteration j by mask and shift.
+  const int group_iter_mask = gs < 0 ? INT_MAX : static_cast<int>(gs / 32) - 1;
+  const int group_iter_shift = gs < 0 ? 0 : __ffs(static_cast<int>(gs / 32)) - 1;
+  const int groups_a_stage = one_group_a_stage ? 1 : static_cast<int>(kStageK / gs);
+  const int64_t num_groups = gs < 0 ? 1 : (K + gs - 1) / gs;
 
-  // Decode role: packed row 8s + warp, columns n_dec..n_dec+3.
-  const int64_t n_dec = col_base + lane * 4;
-  const bool dec_ok = n_dec < N;
-  const int zero_shift = 4 * static_cast<int>(n_dec & 7);
-  // MMA role: columns col_base + 16 warp + 8 j + 2 t (+1) of n8 tile j, rows g and g + 8.
-  const int g = lane >> 2, t = lane & 3;
-  const int64_t n_mma = col_base + 16 * warp + 2 * t;
-
-  uint4 ring_w[kDepth];
-  uint32_t ring_z[kDepth];
-  auto fetch = [&](int s, uint4& w, uint32_t& z) {
-    const int r = s * 8 + warp;
-    w = dec_ok && s < s_end && r < rows ? load_stream(a.qweight + int64_t(r) * N + n_dec) : make_uint4(0, 0, 0, 0);
-    const int64_t grp = min(s, steps - 1) / steps_per_group;
-    z = dec_ok && s < s_end ? __ldg(a.qzeros + grp * (N / 8) + n_dec / 8) : 0u;
+  // Weights: packed row 32 s + 4 j + q, columns n_w..n_w+3 (N % 8 == 0: all four or none exist).
+  const int64_t n_w = col_base + 32 * warp + 4 * g;
+  const bool w_ok = n_w < N;
+  auto fetch_w = [&](int s, int j) {
+    const int r = s * kStageRows + 4 * j + q;
+    return w_ok && s < s_end && r < rows ? load_stream(a.qweight + int64_t(r) * N + n_w) : make_uint4(0, 0, 0, 0);
   };
-  auto fetch_scales = [&](int s, uint32_t (&sc)[2]) {
-    const int64_t grp = min(s, steps - 1) / steps_per_group;
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-      sc[j] = n_mma + 8 * j < N ? __ldg(reinterpret_cast<const uint32_t*>(a.scales + grp * N + n_mma + 8 * j)) : 0u;
-  };
-#pragma unroll
-  for (int i = 0; i < kDepth; ++i) fetch(s_begin + i, ring_w[i], ring_z[i]);
 
-  // x rows 0..15 of a step: thread tid < 128 loads row tid / 8, chunk tid % 8, two steps ahead (the
-  // load would otherwise sit on the critical path of every step, between two barriers).
-  const int xm = tid >> 3, xc = tid & 7;
-  auto fetch_x = [&](int s) {
-    const int64_t k = int64_t(s) * kStepK + xc * 8;
-    return tid < 128 && xm < M && s < s_end && k < K ? __ldg(reinterpret_cast<const uint4*>(a.x + xm * K + k))
-                                                     : make_uint4(0, 0, 0, 0);
+  // Staging: x chunk c = tid + 256 h (row c / 32, 8 channels 8 (c % 32)); scales and zeros of group
+  // tid / 32 of the stage, columns 8 (tid % 32)..+7. Rows >= M and channels >= K stage as zero.
+  uint4 st_x[2], st_s;
+  uint32_t st_z;
+  auto fetch_stage = [&](int s) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int c = tid + 256 * h, m = c >> 5;
+      const int64_t k = int64_t(s) * kStageK + 8 * (c & 31);
+      st_x[h] = m < M && s < s_end && k < K ? __ldg(reinterpret_cast<const uint4*>(a.x + m * K + k))
+                                            : make_uint4(0, 0, 0, 0);
+    }
+    const int gl = tid >> 5;
+    const int64_t n = col_base + 8 * (tid & 31);
+    const bool ok = s < s_end && gl < groups_a_stage && n < N;
+    const int64_t grp = min(gs < 0 ? 0 : int64_t(s) * kStageK / gs + gl, num_groups - 1);
+    st_s = ok ? __ldg(reinterpret_cast<const uint4*>(a.scales + grp * N + n)) : make_uint4(0, 0, 0, 0);
+    st_z = ok ? __ldg(a.qzeros + grp * (N / 8) + n / 8) : 0u;
   };
-  uint4 ring_x[2] = {fetch_x(s_begin), fetch_x(s_begin + 1)};
-
-  float acc[2][4] = {}, grp_acc[2][4] = {};
-  uint32_t sc_cur[2] = {0u, 0u}, sc_next[2];
-  fetch_scales(s_begin, sc_next);
-  // The finished group's fp32 sums times its scales (fragment element e: column 2t + (e & 1)).
-  auto fold_group = [&]() {
+  auto store_stage = [&](Stage& S) {
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const float s_lo = __low2float(as_half2(sc_cur[j])), s_hi = __high2float(as_half2(sc_cur[j]));
+    for (int h = 0; h < 2; ++h) {
+      const int c = tid + 256 * h, m = c >> 5, j = (c & 31) >> 2, w = c & 3;
+      const uint4 v = st_x[h];  // channels 8w..8w+7 of iteration j: (k0 k1) (k2 k3) (k4 k5) (k6 k7)
+      reinterpret_cast<uint32_t*>(&S.x[j][0][0][m ^ j])[w] = __byte_perm(v.x, v.z, 0x5410);  // (k0, k4)
+      reinterpret_cast<uint32_t*>(&S.x[j][0][1][m ^ j])[w] = __byte_perm(v.x, v.z, 0x7632);  // (k1, k5)
+      reinterpret_cast<uint32_t*>(&S.x[j][1][0][m ^ j])[w] = __byte_perm(v.y, v.w, 0x5410);  // (k2, k6)
+      reinterpret_cast<uint32_t*>(&S.x[j][1][1][m ^ j])[w] = __byte_perm(v.y, v.w, 0x7632);  // (k3, k7)
+    }
+    const int gl = tid >> 5, cw = tid & 31;
+    if (gl < groups_a_stage) {
+      const __half2* hs = reinterpret_cast<const __half2*>(&st_s);
+      float2 f[4];
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        acc[j][e] = fmaf(e & 1 ? s_hi : s_lo, grp_acc[j][e], acc[j][e]);
-        grp_acc[j][e] = 0.f;
-      }
+      for (int i = 0; i < 4; ++i) f[i] = __half22float2(hs[i]);
+      *reinterpret_cast<float4*>(&S.scale[gl][8 * cw]) = make_float4(f[0].x, f[0].y, f[1].x, f[1].y);
+      *reinterpret_cast<float4*>(&S.scale[gl][8 * cw + 4]) = make_float4(f[2].x, f[2].y, f[3].x, f[3].y);
+      S.zero[gl][cw] = a.zeros_minus_one ? increment_nibbles(st_z) : st_z;
     }
   };
-  const __half2 k16 = as_half2(0x2C002C00u);  // 1/16
 
-  for (int s0 = s_begin; s0 < s_end; s0 += kDepth) {
+  uint4 ring[kIters];
 #pragma unroll
-    for (int i = 0; i < kDepth; ++i) {
-      const int s = s0 + i;
-      if (s >= s_end) break;
-      const int buf = (s - s_begin) & 1;
-      const uint4 w = ring_w[i];
-      const uint32_t zw = ring_z[i] >> zero_shift;
-      fetch(s + kDepth, ring_w[i], ring_z[i]);
-
-      // x rows 0..15 of the step, chunks permuted to (k0 k4 k1 k5 k2 k6 k3 k7); rows >= M are zero.
-      const uint4 v = ring_x[i & 1];
-      ring_x[i & 1] = fetch_x(s + 2);
-      if (tid < 128) {
-        const int m = xm, c = xc;
-        uint4 p;
-        p.x = __byte_perm(v.x, v.z, 0x5410);
-        p.y = __byte_perm(v.x, v.z, 0x7632);
-        p.z = __byte_perm(v.y, v.w, 0x5410);
-        p.w = __byte_perm(v.y, v.w, 0x7632);
-        sX[buf][m * 8 + (c ^ (m & 7))] = p;
-      }
-      // Decode packed row 8s + warp into chunk `warp` of the lane's 4 columns: (q - z) exactly.
-      {
-        const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          uint32_t z = (zw >> (4 * c)) & 0xFu;
-          if (a.zeros_minus_one) z = (z + 1u) & 0xFu;  // GPTQ v1 stores z - 1
-          const uint32_t zlo = 0x6400u | z;                                        // 1024 + z
-          const uint32_t zhi = as_u32(__float2half2_rn(-(64.0f + float(z))));     // -(64 + z)
-          const __half2 zl = as_half2(zlo | (zlo << 16)), zh = as_half2(zhi);
-          const uint32_t q = words[c], q8 = q >> 8;
-          uint4 d;
-          d.x = as_u32(__hsub2(as_half2(and_or<0x000F000Fu, 0x64006400u>(q)), zl));        // (k0, k4)
-          d.y = as_u32(__hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(q)), k16, zh));   // (k1, k5)
-          d.z = as_u32(__hsub2(as_half2(and_or<0x000F000Fu, 0x64006400u>(q8)), zl));       // (k2, k6)
-          d.w = as_u32(__hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(q8)), k16, zh));  // (k3, k7)
-          const int n = lane * 4 + c;
-          sB[buf][n * 8 + b_chunk(n, warp)] = d;
-        }
-      }
-      __syncthreads();
-
-      // Group boundary: fold the finished group's sums with its scales.
-      if (s == s_begin || s % steps_per_group == 0) {
-        fold_group();
-#pragma unroll
-        for (int j = 0; j < 2; ++j) sc_cur[j] = sc_next[j];
-        fetch_scales((s / steps_per_group + 1) * steps_per_group, sc_next);
-      }
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        uint32_t af[4], bf[4];
-        {
-          const int r = (lane & 7) + 8 * ((lane >> 3) & 1), c = 2 * kk + (lane >> 4);
-          ldmatrix_x4(af, &sX[buf][r * 8 + (c ^ (r & 7))]);
-        }
-        {
-          const int n = 16 * warp + 8 * (lane >> 4) + (lane & 7), c = 2 * kk + ((lane >> 3) & 1);
-          ldmatrix_x4(bf, &sB[buf][n * 8 + b_chunk(n, c)]);
-        }
-        const uint32_t b0[2] = {bf[0], bf[1]}, b1[2] = {bf[2], bf[3]};
-        mma_16816<__half>(grp_acc[0], af, b0);
-        mma_16816<__half>(grp_acc[1], af, b1);
-      }
-    }
-  }
-  fold_group();
-
-  // Fragments -> [16, 128] fp32 tile (in sB, free once every warp is past its last ldmatrix).
+  for (int j = 0; j < kIters; ++j) ring[j] = fetch_w(s_begin, j);
+  fetch_stage(s_begin);
+  store_stage(stages_buf[0]);
   __syncthreads();
-  float* tile = reinterpret_cast<float*>(&sB[0][0]);
+
+  float acc[4][4] = {}, grp[4][4] = {};
+  const __half2 k16 = as_half2(0x2C002C00u);   // 1/16
+  const __half2 k960 = as_half2(0x63806380u);  // 960 = 1024 - 64
+  for (int s = s_begin; s < s_end; ++s) {
+    const Stage& S = stages_buf[(s - s_begin) & 1];
+    fetch_stage(s + 1);
 #pragma unroll
-  for (int j = 0; j < 2; ++j) {
-    const int cl = 16 * warp + 8 * j + 2 * t;
-    tile[g * kColsPerBlock + cl] = acc[j][0];
-    tile[g * kColsPerBlock + cl + 1] = acc[j][1];
-    tile[(g + 8) * kColsPerBlock + cl] = acc[j][2];
-    tile[(g + 8) * kColsPerBlock + cl + 1] = acc[j][3];
+    for (int j = 0; j < kIters; ++j) {
+      const uint4 w = ring[j];
+      ring[j] = fetch_w(s + 1, j);
+      const int lg = one_group_a_stage ? 0 : j >> group_iter_shift;
+      uint32_t af[2][4];
+#pragma unroll
+      for (int step = 0; step < 2; ++step)
+        ldmatrix_x4(af[step], &S.x[j][step][lane >> 4][((lane & 7) + 8 * ((lane >> 3) & 1)) ^ j]);
+      // Zero points of columns n_w..n_w+3: nibbles 4 (g % 2)..+3 of the warp's word g / 2.
+      const uint32_t zw = S.zero[lg][4 * warp + (g >> 1)] >> (16 * (g & 1));
+      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t z = (zw >> (4 * i)) & 0xFu;
+        const __half2 zl = as_half2(__byte_perm(z, 0x64u, 0x4040));  // (1024 + z) twice
+        const __half2 zh = __hsub2(k960, zl);                          // -(64 + z)
+        const uint32_t v = words[i], v8 = v >> 8;
+        const uint32_t b0[2] = {as_u32(__hsub2(as_half2(and_or<0x000F000Fu, 0x64006400u>(v)), zl)),      // e0, e4
+                                as_u32(__hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(v)), k16, zh))};  // e1, e5
+        const uint32_t b1[2] = {as_u32(__hsub2(as_half2(and_or<0x000F000Fu, 0x64006400u>(v8)), zl)),     // e2, e6
+                                as_u32(__hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(v8)), k16, zh))};  // e3, e7
+        mma_16816<__half>(grp[i], af[0], b0);
+        mma_16816<__half>(grp[i], af[1], b1);
+      }
+      // End of a group (or of the block's K range): fold the group's sums with its scales.
+      const int it = s * kIters + j;
+      if (((it + 1) & group_iter_mask) == 0 || (s == s_end - 1 && j == kIters - 1)) {
+        const float4 sl = *reinterpret_cast<const float4*>(&S.scale[lg][32 * warp + 8 * q]);
+        const float4 sh = *reinterpret_cast<const float4*>(&S.scale[lg][32 * warp + 8 * q + 4]);
+        const float lo[4] = {sl.x, sl.y, sl.z, sl.w}, hi[4] = {sh.x, sh.y, sh.z, sh.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          acc[i][0] = fmaf(lo[i], grp[i][0], acc[i][0]);
+          acc[i][1] = fmaf(hi[i], grp[i][1], acc[i][1]);
+          acc[i][2] = fmaf(lo[i], grp[i][2], acc[i][2]);
+          acc[i][3] = fmaf(hi[i], grp[i][3], acc[i][3]);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) grp[i][e] = 0.f;
+        }
+      }
+    }
+    if (s + 1 < s_end) store_stage(stages_buf[(s + 1 - s_begin) & 1]);
+    __syncthreads();
   }
-  gemv::store_tile(tile, M, &last_flag, a.out, a.partial, a.counters, a.M, N);
+
+  // Fragments -> [16, 256] fp32 tile over the stage buffers (every warp is past the last barrier).
+  float* tile = reinterpret_cast<float*>(&stages_buf[0]);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int c0 = 32 * warp + 8 * q + i, c1 = c0 + 4;
+    tile[g * kCols + c0] = acc[i][0];
+    tile[g * kCols + c1] = acc[i][1];
+    tile[(g + 8) * kCols + c0] = acc[i][2];
+    tile[(g + 8) * kCols + c1] = acc[i][3];
+  }
+  gemv::store_tile<kCols>(tile, M, &last_flag, a.out, a.partial, a.counters, a.M, N);
 }
 
 }  // namespace
 
 GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, int sm_count) {
   (void)M;
-  const int64_t steps = (K / 8 + 7) / 8;
-  // At least kDepth steps a split, so the ring of loads in flight is filled.
-  return gemv::make_plan(exllamav2_mma_kernel, 8, steps, N, sm_count, kDepth);
+  const int64_t num_stages = (K + kStageK - 1) / kStageK;
+  return gemv::make_plan(exllamav2_mma_kernel, kStageRows, num_stages, N, sm_count, 1, kCols);
 }
 
 cudaError_t launch_exllamav2_mma(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
