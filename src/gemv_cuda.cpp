@@ -4,13 +4,27 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <cstdlib>
+
 #include "check.h"
 
 namespace gptq::cuda {
+namespace {
+
+// GPTQ_GEMV_MAX_SPLITS caps the K splits of every plan (tuning only; 0 or unset: no cap).
+int64_t max_splits_override() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("GPTQ_GEMV_MAX_SPLITS");
+    return e != nullptr ? std::atoll(e) : int64_t{0};
+  }();
+  return v;
+}
+
+}  // namespace
 
 at::Tensor run_gemv(const char* op, const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& qzeros,
                     const at::Tensor& scales, int64_t K, int64_t N, int64_t group_size, bool zeros_minus_one,
-                    const std::function<GemvPlan(int sm_count)>& plan_for, GemvLaunchFn launch) {
+                    const std::function<GemvPlan(const GemvDevice&)>& plan_for, GemvLaunchFn launch) {
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t M = x.size(0);
   auto out = at::empty({M, N}, x.options());
@@ -23,7 +37,11 @@ at::Tensor run_gemv(const char* op, const at::Tensor& x, const at::Tensor& qweig
   };
   const auto xc = aligned(x), qw = aligned(qweight), sc = aligned(scales);
   const auto qz = qzeros.contiguous();
-  const GemvPlan plan = plan_for(at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
+  const auto* props = at::cuda::getCurrentDeviceProperties();
+  GemvDevice dev;
+  dev.sm_count = props->multiProcessorCount;
+  if (max_splits_override() > 0) dev.max_splits = max_splits_override();
+  const GemvPlan plan = plan_for(dev);
   at::Tensor partial, counters;
   GemvArgs args;
   if (plan.splits > 1) {

@@ -43,6 +43,9 @@ __device__ __forceinline__ uint4 load_stream(const uint32_t* p) {
 // one split (gridDim.y == 1) directly; else as fp32 partial [splits, M, N], after which the last block
 // of the column strip to arrive (counters[blockIdx.x], left at zero again) adds the splits in split
 // order, so the result does not depend on the order in which blocks finish. Starts with a barrier.
+// (Adding the splits through a thread-block cluster's shared memory instead, with no workspace and no
+// counters, was slower on the H100: 28672x8192 m = 1 took 62.6 against 45.9 us with the same 4
+// splits; benchmarks/results/2026-11-22_h100_clusters_bench_kernels.txt.)
 template <int COLS = kColsPerBlock>
 __device__ __forceinline__ void store_tile(const float* tile, int rows, int* last_flag, __half* __restrict__ out,
                                            float* __restrict__ partial, int* __restrict__ counters, int64_t M,
@@ -123,14 +126,15 @@ inline int blocks_per_sm(Kernel kernel) {
 // are one wave of resident blocks (measured best on the H100 for every real shape: fewer splits starve
 // the SMs, more add partial traffic and shorten each warp's pipeline), with at least `min_batches`
 // batches a split.
-inline GemvPlan make_plan(Kernel kernel, int batch, int64_t batches, int64_t N, int sm_count, int64_t min_batches,
-                          int cols = kColsPerBlock) {
+inline GemvPlan make_plan(Kernel kernel, int batch, int64_t batches, int64_t N, const GemvDevice& dev,
+                          int64_t min_batches, int cols = kColsPerBlock) {
   GemvPlan p;
   p.batch = batch;
   p.col_blocks = (N + cols - 1) / cols;
-  const int64_t slots = int64_t(std::max(sm_count, 1)) * blocks_per_sm(kernel);
+  const int64_t slots = int64_t(std::max(dev.sm_count, 1)) * blocks_per_sm(kernel);
   int64_t splits = std::max<int64_t>(1, slots / std::max<int64_t>(p.col_blocks, 1));
   splits = std::min<int64_t>(splits, std::max<int64_t>(1, batches / min_batches));
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, dev.max_splits));
   p.batches_per_split = std::max<int64_t>(1, (batches + splits - 1) / splits);
   p.splits = std::max<int64_t>(1, (batches + p.batches_per_split - 1) / p.batches_per_split);
   return p;

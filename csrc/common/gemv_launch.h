@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <limits>
 
 namespace gptq::cuda {
 
@@ -31,6 +32,12 @@ struct GemvPlan {
   int64_t col_blocks = 0;         // grid.x: blocks of the kernel's columns (128, or 256 for the tensor-core GEMM)
   int64_t splits = 1;             // grid.y: K splits
   int64_t batches_per_split = 0;
+};
+
+// What a plan needs of the device: SMs, and a cap on the K splits (GPTQ_GEMV_MAX_SPLITS, tuning only).
+struct GemvDevice {
+  int sm_count = 1;
+  int64_t max_splits = std::numeric_limits<int64_t>::max();
 };
 
 using GemvLaunchFn = cudaError_t (*)(const GemvArgs&, const GemvPlan&, cudaStream_t);

@@ -206,11 +206,11 @@ gemv::Kernel kernel_for(int64_t M, int periods) {
 
 }  // namespace
 
-GemvPlan gemv3_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm_count) {
+GemvPlan gemv3_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, const GemvDevice& dev) {
   // Two periods (64 input channels) per batch at M = 1 when the groups allow, else one.
   const int periods = M == 1 && (group_size < 0 || group_size % 64 == 0) ? 2 : 1;
   const int64_t batches = (K / 32 + periods - 1) / periods;
-  return gemv::make_plan(kernel_for(M, periods), periods, batches, N, sm_count, kWarps);
+  return gemv::make_plan(kernel_for(M, periods), periods, batches, N, dev, kWarps);
 }
 
 cudaError_t launch_gemv3(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {

@@ -59,7 +59,7 @@ inline bool gemv3_supports(int64_t M, int64_t K, int64_t N, int64_t group_size) 
 }
 
 // plan.batch: 32-channel packing periods (3 packed rows each) a warp loads at once.
-GemvPlan gemv3_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm_count);
+GemvPlan gemv3_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, const GemvDevice& dev);
 
 cudaError_t launch_gemv3(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 

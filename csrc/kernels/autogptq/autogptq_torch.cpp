@@ -30,7 +30,7 @@ at::Tensor autogptq_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, co
     // The 3-bit half2 GEMV (autogptq_gemv3.cu).
     return run_gemv(
         op, x, qweight, qzeros, scales, s.K, s.N, group_size, checkpoint_format == 1,
-        [&](int sm_count) { return gemv3_plan(M, s.K, s.N, group_size, sm_count); }, launch_gemv3);
+        [&](const GemvDevice& dev) { return gemv3_plan(M, s.K, s.N, group_size, dev); }, launch_gemv3);
   }
   auto out = at::empty({M, s.N}, x.options());
   if (M == 0 || s.N == 0) return out;

@@ -175,10 +175,10 @@ gemv::Kernel kernel_for(int64_t M, int rows) {
 
 }  // namespace
 
-GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm_count) {
+GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, const GemvDevice& dev) {
   const int rows = rows_per_batch(M, group_size);
   const int64_t batches = (K / 8 + rows - 1) / rows;
-  return gemv::make_plan(kernel_for(M, rows), rows, batches, N, sm_count, kWarps);
+  return gemv::make_plan(kernel_for(M, rows), rows, batches, N, dev, kWarps);
 }
 
 cudaError_t launch_exllamav2_gemv(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {

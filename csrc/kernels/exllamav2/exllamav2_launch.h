@@ -28,7 +28,7 @@ inline bool exllamav2_gemv_supports(int64_t M, int64_t group_size) {
 }
 
 // plan.batch: packed rows (8 input channels each) a warp loads at once.
-GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, int sm_count);
+GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, const GemvDevice& dev);
 
 cudaError_t launch_exllamav2_gemv(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 
@@ -39,7 +39,7 @@ inline bool exllamav2_mma_supports(int64_t M, int64_t group_size) {
          (group_size == -1 || (group_size >= 32 && (group_size & (group_size - 1)) == 0));
 }
 // plan.batch: packed rows a stage (32: 256 input channels); blocks of 256 columns.
-GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, int sm_count);
+GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, const GemvDevice& dev);
 cudaError_t launch_exllamav2_mma(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 
 }  // namespace gptq::cuda

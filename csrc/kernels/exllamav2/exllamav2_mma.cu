@@ -19,10 +19,10 @@
 //     gives a step's A fragment for 16 rows.
 // Products of fp16 x with integers |q - z| <= 15 are exact in the fp32 accumulators; each group's
 // fp32 sums are multiplied by its scales once (C fragment columns 2q, 2q + 1 of tile i are columns
-// 8q + i and 8q + 4 + i, whose scales are staged as fp32).
+// 8q + i and 8q + 4 + i: one 16-byte load of staged scales).
 //
 // A block is 8 warps x 32 columns = 256 columns. Per 32 channels a lane issues one 16-byte load, eight
-// LOP3/HSUB2/HFMA2, three instructions for its four zero points, two ldmatrix and eight mma; each
+// LOP3 and twelve HSUB2/HFMA2, one 16-byte shared load of its zero points, two ldmatrix and eight mma; each
 // lane keeps the next stage's 8 loads in flight in registers, and one barrier per stage (256
 // channels, 32 KB of weights a block) hands over the double-buffered x, scales and zeros.
 #include "exllamav2_launch.h"
@@ -50,8 +50,8 @@ constexpr int kMaxGroups = kStageK / 32;    // groups a stage at group size 32
 struct Stage {
   // x rows 0..15: [iteration][k16 step][slots 0-7 | 8-15][row ^ iteration], 16 bytes a row.
   uint4 x[kIters][2][2][16];
-  float scale[kMaxGroups][kCols];           // the stage's groups, fp32
-  uint32_t zero[kMaxGroups][kCols / 8];     // packed zero points (v1's z - 1 already incremented)
+  __half scale[kMaxGroups][kCols];          // the stage's groups
+  uint32_t zero[kMaxGroups][kCols];         // half2 (1024 + z, 1024 + z) a column (v1's z - 1 incremented)
 };
 static_assert(sizeof(Stage) * 2 >= 16 * kCols * sizeof(float), "the epilogue tile reuses the stages");
 
@@ -120,13 +120,15 @@ __global__ void __launch_bounds__(kThreads, 2) exllamav2_mma_kernel(GemvArgs a) 
     }
     const int gl = tid >> 5, cw = tid & 31;
     if (gl < groups_a_stage) {
-      const __half2* hs = reinterpret_cast<const __half2*>(&st_s);
-      float2 f[4];
+      *reinterpret_cast<uint4*>(&S.scale[gl][8 * cw]) = st_s;
+      // Each column's zero point as the half2 the decode subtracts: once a stage instead of once an
+      // iteration (the shifts and PRMTs filled the integer pipe).
+      const uint32_t zw = a.zeros_minus_one ? increment_nibbles(st_z) : st_z;
+      uint32_t zl[8];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) f[i] = __half22float2(hs[i]);
-      *reinterpret_cast<float4*>(&S.scale[gl][8 * cw]) = make_float4(f[0].x, f[0].y, f[1].x, f[1].y);
-      *reinterpret_cast<float4*>(&S.scale[gl][8 * cw + 4]) = make_float4(f[2].x, f[2].y, f[3].x, f[3].y);
-      S.zero[gl][cw] = a.zeros_minus_one ? increment_nibbles(st_z) : st_z;
+      for (int c = 0; c < 8; ++c) zl[c] = __byte_perm((zw >> (4 * c)) & 0xFu, 0x64u, 0x4040);  // (1024 + z) twice
+      *reinterpret_cast<uint4*>(&S.zero[gl][8 * cw]) = make_uint4(zl[0], zl[1], zl[2], zl[3]);
+      *reinterpret_cast<uint4*>(&S.zero[gl][8 * cw + 4]) = make_uint4(zl[4], zl[5], zl[6], zl[7]);
     }
   };
 
@@ -152,14 +154,14 @@ __global__ void __launch_bounds__(kThreads, 2) exllamav2_mma_kernel(GemvArgs a) 
 #pragma unroll
       for (int step = 0; step < 2; ++step)
         ldmatrix_x4(af[step], &S.x[j][step][lane >> 4][((lane & 7) + 8 * ((lane >> 3) & 1)) ^ j]);
-      // Zero points of columns n_w..n_w+3: nibbles 4 (g % 2)..+3 of the warp's word g / 2.
-      const uint32_t zw = S.zero[lg][4 * warp + (g >> 1)] >> (16 * (g & 1));
+      // Zero points of columns n_w..n_w+3 as (1024 + z) half2s.
+      const uint4 zq = *reinterpret_cast<const uint4*>(&S.zero[lg][32 * warp + 4 * g]);
+      const uint32_t zls[4] = {zq.x, zq.y, zq.z, zq.w};
       const uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const uint32_t z = (zw >> (4 * i)) & 0xFu;
-        const __half2 zl = as_half2(__byte_perm(z, 0x64u, 0x4040));  // (1024 + z) twice
-        const __half2 zh = __hsub2(k960, zl);                          // -(64 + z)
+        const __half2 zl = as_half2(zls[i]);  // (1024 + z) twice
+        const __half2 zh = __hsub2(k960, zl);  // -(64 + z)
         const uint32_t v = words[i], v8 = v >> 8;
         const uint32_t b0[2] = {as_u32(__hsub2(as_half2(and_or<0x000F000Fu, 0x64006400u>(v)), zl)),      // e0, e4
                                 as_u32(__hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(v)), k16, zh))};  // e1, e5
@@ -171,9 +173,10 @@ __global__ void __launch_bounds__(kThreads, 2) exllamav2_mma_kernel(GemvArgs a) 
       // End of a group (or of the block's K range): fold the group's sums with its scales.
       const int it = s * kIters + j;
       if (((it + 1) & group_iter_mask) == 0 || (s == s_end - 1 && j == kIters - 1)) {
-        const float4 sl = *reinterpret_cast<const float4*>(&S.scale[lg][32 * warp + 8 * q]);
-        const float4 sh = *reinterpret_cast<const float4*>(&S.scale[lg][32 * warp + 8 * q + 4]);
-        const float lo[4] = {sl.x, sl.y, sl.z, sl.w}, hi[4] = {sh.x, sh.y, sh.z, sh.w};
+        const uint4 sq = *reinterpret_cast<const uint4*>(&S.scale[lg][32 * warp + 8 * q]);
+        const float2 s01 = __half22float2(as_half2(sq.x)), s23 = __half22float2(as_half2(sq.y));
+        const float2 s45 = __half22float2(as_half2(sq.z)), s67 = __half22float2(as_half2(sq.w));
+        const float lo[4] = {s01.x, s01.y, s23.x, s23.y}, hi[4] = {s45.x, s45.y, s67.x, s67.y};
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           acc[i][0] = fmaf(lo[i], grp[i][0], acc[i][0]);
@@ -204,10 +207,15 @@ __global__ void __launch_bounds__(kThreads, 2) exllamav2_mma_kernel(GemvArgs a) 
 
 }  // namespace
 
-GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, int sm_count) {
+GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, const GemvDevice& dev) {
   (void)M;
   const int64_t num_stages = (K + kStageK - 1) / kStageK;
-  return gemv::make_plan(exllamav2_mma_kernel, kStageRows, num_stages, N, sm_count, 1, kCols);
+  // At most 8 splits: each adds M x N fp32 partials, written and read back. On the H100 the cap took
+  // 11008x4096 at m = 16 from 37.0 to 27.0 us and 4096x4096 from 20.3 to 18.8 us (16 splits before),
+  // and changed no other real shape by more than 1 us (2026-11-22_h100_splits_bench_kernels_*.txt).
+  GemvDevice capped = dev;
+  capped.max_splits = std::min<int64_t>(dev.max_splits, 8);
+  return gemv::make_plan(exllamav2_mma_kernel, kStageRows, num_stages, N, capped, 1, kCols);
 }
 
 cudaError_t launch_exllamav2_mma(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
