@@ -276,6 +276,49 @@ def test_cuda_exllamav2_split_k_repeats_bit_exactly(K, N, m):
 
 
 @pytest.mark.gpu
+def test_cuda_split_k_counters_on_concurrent_streams_and_graphs():
+    # The split-K counters are zeroed once per stream and once per captured graph, not per call (every
+    # launch leaves them at zero). GEMVs racing on two streams, and two graphs replayed between eager
+    # calls on the default stream, must each give the bits of the same call made alone.
+    L, W = make_layer(4, 8192, 8192, 128, device="cuda", seed=13)
+    xs = [torch.randn(m, 8192, device="cuda").half() for m in (1, 16, 1, 3)]
+
+    def f(x):
+        return torch.ops.gptq.exllamav2_gemm(x, L["qweight"], L["qzeros"], L["scales"], None, 4, 128, 1)
+
+    want = [f(x) for x in xs]
+    torch.cuda.synchronize()
+    s1, s2 = torch.cuda.Stream(), torch.cuda.Stream()
+    outs = []
+    for _ in range(20):
+        with torch.cuda.stream(s1):
+            o1 = [f(x) for x in xs]
+        with torch.cuda.stream(s2):
+            o2 = [f(x) for x in xs]
+        outs.append((o1, o2))
+    torch.cuda.synchronize()
+    for o1, o2 in outs:
+        for a, b, w in zip(o1, o2, want):
+            assert torch.equal(a, w) and torch.equal(b, w)
+
+    graphs, graph_out = [], []
+    for x in xs[:2]:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            graph_out.append(f(x))
+        graphs.append(g)
+    eager = []
+    for _ in range(5):
+        for g in graphs:
+            g.replay()
+        eager.append(f(xs[0]))
+    torch.cuda.synchronize()
+    assert torch.equal(graph_out[0], want[0]) and torch.equal(graph_out[1], want[1])
+    assert all(torch.equal(e, want[0]) for e in eager)
+    assert rel_error(want[1], xs[1].double() @ W.t()) < TOL[torch.float16]
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("m", [1, 2, 4])
 @pytest.mark.parametrize("group_size", [32, 64, -1])
 @pytest.mark.parametrize("fmt", ["gptq", "gptq_v2"])
