@@ -226,9 +226,9 @@ def available_backends() -> list[str]:
 
 
 def _auto_order(layer: "QuantLinear") -> list[Backend]:
-    """Preference for backend="auto", from benchmarks/results (2026-11-22_h100_final3_bench_kernels.txt;
+    """Preference for backend="auto", from benchmarks/results (2026-11-22_h100_final3_bench_kernels.txt and final4;
     H100, fp16, 4-bit g128): exllamav2 first (its half2 GEMV beats autogptq's fp32 one at m = 1 on
-    every shape, e.g. 45.4 vs 60.1 us on 8192x28672, its tensor-core GEMM takes m = 4..16 at 70 vs
+    every shape, e.g. 45.3 vs 59.9 us on 8192x28672, its tensor-core GEMM takes m = 4..16 at 70 vs
     360 us there at m = 16, faster than Marlin's 84 us, and it sorts act-order rows at load instead
     of reading g_idx per channel), then
     autogptq (the same GEMV for other widths, dtypes and m, and any g_idx), then torch. marlin, when
