@@ -71,7 +71,8 @@ QuantLinear::QuantLinear(at::Tensor qweight, at::Tensor qzeros, at::Tensor scale
       }
     }
     // exllamav2 first: its half2 GEMV is the faster one at M = 1 (fp16, 4 bits; other cases run the
-    // autogptq kernel inside it), and it needs a repacked copy only for act-order layers.
+    // autogptq kernel inside it), and it needs a repacked copy only for act-order layers. On the CPU,
+    // autogptq: gptq::autogptq_gemm's fused GEMV for M <= 16 (about 9x dequantize + matmul at M = 1).
   } else {
     const auto why = unsupported_reason(kernel);
     GPTQ_CHECK(why.empty(), op, "kernel \"", to_string(kernel), "\" cannot run ", describe(), ": ", why);
@@ -89,6 +90,8 @@ QuantLinear::QuantLinear(at::Tensor qweight, at::Tensor qzeros, at::Tensor scale
 
 std::string QuantLinear::unsupported_reason(QuantKernel kernel) const {
   if (kernel == QuantKernel::kTorch || kernel == QuantKernel::kAuto) return "";
+  // gptq::autogptq_gemm has a CPU kernel (every bit width, g_idx, fp32/fp16/bf16 scales).
+  if (kernel == QuantKernel::kAutogptq && qweight_.is_cpu()) return "";
   if (!qweight_.is_cuda()) return "needs a CUDA device, the layer is on " + qweight_.device().str();
   if (!has_cuda_kernel("gptq::autogptq_gemm")) return "this build of gptq has no CUDA kernels";
   if (scales_.scalar_type() != at::kHalf && scales_.scalar_type() != at::kBFloat16)

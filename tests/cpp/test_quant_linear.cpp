@@ -33,7 +33,7 @@ Packed make(int bits, int64_t K, int64_t N, int64_t g, bool act_order, at::Scala
 TEST(QuantLinear, CpuForwardMatchesFloat64AndKeepsLeadingDims) {
   auto p = make(3, 256, 64, 64, true, at::kFloat);
   gptq::QuantLinear layer(p.qweight, p.qzeros, p.scales, p.g_idx, p.bias, 3, 64);
-  EXPECT_EQ(layer.kernel(), gptq::QuantKernel::kTorch);
+  EXPECT_EQ(layer.kernel(), gptq::QuantKernel::kAutogptq);  // auto on the CPU: the fused CPU GEMV
   EXPECT_EQ(layer.in_features(), 256);
   auto x = at::randn({2, 5, 256}, at::kFloat);
   auto y = layer.forward(x);

@@ -37,7 +37,7 @@ def test_forward_matches_float64_reference(bits, m):
     ref = x.double() @ W.t() + b.double()
     assert y.shape == (m, 64) and y.dtype == torch.float16
     assert rel_error(y, ref) < 2e-3
-    assert layer.backend.name == "torch"
+    assert layer.backend.name == "autogptq"  # the CPU kernel of gptq::autogptq_gemm
 
 
 def test_state_dict_uses_checkpoint_names_and_reloads():

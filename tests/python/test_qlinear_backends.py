@@ -31,11 +31,20 @@ def random_layer(bits, K, N, g, act_order=False, bias=True, dtype=torch.float16,
     return layer, ref_dequantize(q, z, s, gi), b
 
 
-def test_auto_on_cpu_is_torch_and_cuda_names_are_refused_with_reason():
-    layer, _, _ = random_layer(4, 128, 32, 32)
+def test_auto_on_cpu_is_autogptq_trainable_is_torch_and_cuda_only_names_are_refused_with_reason():
+    # On the CPU, gptq::autogptq_gemm has its own kernel (a fused GEMV for m <= 16), so "auto" takes it;
+    # training needs the input gradient, which only the torch backend gives.
+    layer, W, b = random_layer(4, 128, 32, 32)
     layer.post_init()
+    assert layer.backend.name == "autogptq"
+    x = torch.randn(3, 128).half()
+    assert rel_error(layer(x), x.double() @ W.t() + b.double()) < 2e-3
+    layer.post_init(backend="auto_trainable")
     assert layer.backend.name == "torch"
-    for name in ("autogptq", "exllamav2", "cuda", "exllama"):
+    for name in ("autogptq", "cuda", "torch"):
+        layer.post_init(backend=name)
+        assert layer.backend.name == ALIASES.get(name, name)
+    for name in ("exllamav2", "exllama"):
         with pytest.raises(ValueError, match=f"backend '{ALIASES.get(name, name)}' cannot run on cpu: needs a CUDA device"):
             layer.post_init(backend=name)
 
@@ -50,7 +59,7 @@ def test_post_init_model_logs_one_summary_line(caplog):
     model = nn.Sequential(random_layer(4, 128, 64, 32)[0], nn.ReLU(), random_layer(4, 64, 32, 32)[0])
     with caplog.at_level(logging.INFO, logger="gptq"):
         line = post_init_model(model)
-    assert line == "gptq: 2 QuantLinear layers -> torch (4-bit g32, cpu)"
+    assert line == "gptq: 2 QuantLinear layers -> autogptq (4-bit g32, cpu)"
     assert [r.getMessage() for r in caplog.records] == [line]
 
 

@@ -12,8 +12,9 @@ Backends (in the order backend="auto" tries them; see `_auto_order`):
              else the autogptq kernel on the sorted rows.
   autogptq   the checkpoint layout as stored, every bit width, group size and g_idx: split-K GEMV on CUDA
              cores for M <= 16 (g_idx out of order is decoded per input channel, slower), dequantize +
-             cuBLAS above.
-  torch      dequantize + matmul, on any device (the CPU path), and the only trainable one.
+             cuBLAS above. On the CPU (where "auto" picks it): a fused GEMV for M <= 16, fp32
+             dequantize + GEMM above.
+  torch      dequantize + matmul, on any device, and the only trainable one.
   marlin     Marlin-style tensor-core kernel (4/8-bit), only by name and only when this build has the
              gptq::marlin_* ops (the marlin helper's branch).
 AutoGPTQ's and GPTQModel's kernel names map to these through ALIASES.
@@ -103,6 +104,13 @@ def _torch_forward(layer: "QuantLinear", x: torch.Tensor) -> torch.Tensor:
 
 # ---- autogptq: the checkpoint layout as stored ---------------------------------------------------------
 def _autogptq_unsupported(layer: "QuantLinear", device: torch.device) -> str | None:
+    if device.type == "cpu":
+        # gptq::autogptq_gemm's CPU kernel: a fused GEMV for M <= 16 (W never materialized; 4096x11008
+        # at m = 1 takes 23 ms against 224 ms for dequantize + matmul on 2 cores,
+        # benchmarks/results/2026-11-22_cpu_gemv_2core.txt), fp32 dequantize + GEMM above.
+        if layer.scales.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            return f"takes float16, bfloat16 or float32 scales, the layer has {layer.scales.dtype}"
+        return None
     return _cuda_reason(layer, device, "autogptq_gemm")
 
 
