@@ -31,11 +31,8 @@ def main():
     scales = (torch.rand(G, N, device="cuda") * 0.01).half()
     x = torch.randn(a.m, K, device="cuda").half()
     op = torch.ops.gptq.exllamav2_gemm if a.op == "exllamav2" else torch.ops.gptq.autogptq_gemm
-    for _ in range(a.calls):
-        if a.op == "exllamav2":
-            op(x, qweight, qzeros, scales, None, a.bits, a.group_size, 2)
-        else:
-            op(x, qweight, qzeros, scales, None, a.bits, a.group_size, 2)
+    for _ in range(a.calls):  # both ops take (x, qweight, qzeros, scales, g_idx or perm, bits, group, format)
+        op(x, qweight, qzeros, scales, None, a.bits, a.group_size, 2)
     torch.cuda.synchronize()
 
 
