@@ -32,7 +32,7 @@ GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size
 
 cudaError_t launch_exllamav2_gemv(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 
-// The tensor-core variant (exllamav2_mma.cu): M = 1..16 rows, group size -1 or a power of two >= 32.
+// The tensor-core GEMM (exllamav2_mma.cu): M = 1..16 rows, group size -1 or a power of two >= 32.
 constexpr int kExllamaV2MmaMaxM = 16;
 inline bool exllamav2_mma_supports(int64_t M, int64_t group_size) {
   return M >= 1 && M <= kExllamaV2MmaMaxM &&
