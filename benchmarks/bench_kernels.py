@@ -154,9 +154,10 @@ def main():
         for m in ms:
             if m == 4096 and K * N > 8192 * 8192:
                 continue  # long; the m = 1024 row already shows the dequantize + cuBLAS regime
-            kernels = [("autogptq", 4, autogptq_factory)]
+            # exllamav2 (the auto backend) at every m: GEMV, tensor-core GEMM, Hopper GEMM or
+            # dequantize + cuBLAS by m; autogptq above m = 16 is dequantize + cuBLAS.
+            kernels = [("autogptq", 4, autogptq_factory), ("exllamav2", 4, exllamav2_factory)]
             if m <= 16:
-                kernels.append(("exllamav2", 4, exllamav2_factory))
                 kernels.append(("autogptq", 3, autogptq_factory))
                 if (K, N) == (8192, 28672) or (K, N) == (4096, 4096):
                     kernels.append(("autogptq", 2, autogptq_factory))

@@ -7,7 +7,8 @@
 #   - .cpp files in a family folder are its torch adapters: host code compiled by the C++ compiler,
 #     built only with the kernels;
 #   - a file whose name ends in `_sm90a.cu` uses Hopper-only instructions (wgmma, setmaxnreg) and is
-#     compiled for 90a alone. Arch-suffixed code is not forward compatible, hence its own files.
+#     compiled for 90a alone; when one is built, the target gets GPTQ_WITH_SM90A=1. Arch-suffixed code
+#     is not forward compatible, hence its own files.
 # A family left with no architecture is skipped with a message, not an error.
 #
 # Sets GPTQ_KERNEL_FAMILIES (cache, for build_info): "family:arch,arch;family:arch".
@@ -66,6 +67,8 @@ function(gptq_add_kernel_families target kernels_dir)
           _gptq_gencode_flags("90a" _flags)
           set_source_files_properties("${_src}" PROPERTIES COMPILE_OPTIONS "${_flags}")
           target_sources(${target} PRIVATE "${_src}")
+          # Host code calls what these files define only when they are built.
+          target_compile_definitions(${target} PRIVATE GPTQ_WITH_SM90A=1)
         else()
           message(STATUS "gptq: skipping ${_src}: 90a is not in GPTQ_CUDA_ARCHS")
         endif()

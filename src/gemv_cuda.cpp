@@ -71,21 +71,25 @@ at::Tensor run_gemv(const char* op, const at::Tensor& x, const at::Tensor& qweig
   auto out = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return out;
   if (K == 0) return out.zero_();
-  // 16-byte loads of x and qweight (8-byte of scales): a view at an odd offset is copied once.
+  // 16-byte loads of x and qweight, and bulk copies of scale and zero-point rows: a view at an odd
+  // offset is copied once.
   auto aligned = [](const at::Tensor& t) {
     auto c = t.contiguous();
     return reinterpret_cast<uintptr_t>(c.const_data_ptr()) % 16 == 0 ? c : c.clone();
   };
-  const auto xc = aligned(x), qw = aligned(qweight), sc = aligned(scales);
-  const auto qz = qzeros.contiguous();
+  const auto xc = aligned(x), qw = aligned(qweight), sc = aligned(scales), qz = aligned(qzeros);
   const auto* props = at::cuda::getCurrentDeviceProperties();
   GemvDevice dev;
   dev.sm_count = props->multiProcessorCount;
   if (max_splits_override() > 0) dev.max_splits = max_splits_override();
   const GemvPlan plan = plan_for(dev);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
-  at::Tensor partial;
+  at::Tensor partial, workspace;
   GemvArgs args;
+  if (plan.workspace_bytes > 0) {
+    workspace = at::empty({plan.workspace_bytes}, x.options().dtype(at::kByte));  // 512-byte aligned
+    args.workspace = workspace.data_ptr();
+  }
   if (plan.splits > 1) {
     partial = at::empty({plan.splits, M, N}, x.options().dtype(at::kFloat));
     args.partial = partial.data_ptr<float>();

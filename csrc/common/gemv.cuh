@@ -30,6 +30,11 @@ __device__ __forceinline__ uint32_t and_or(uint32_t a) {
 __device__ __forceinline__ __half2 as_half2(uint32_t v) { return *reinterpret_cast<__half2*>(&v); }
 __device__ __forceinline__ uint32_t as_u32(__half2 v) { return *reinterpret_cast<uint32_t*>(&v); }
 
+// z + 1 (mod 16) in every nibble of a 4-bit zero-point word: GPTQ v1 checkpoints store z - 1.
+__device__ __forceinline__ uint32_t increment_nibbles(uint32_t w) {
+  return ((w & 0x77777777u) + 0x11111111u) ^ (w & 0x88888888u);
+}
+
 // Weights are read once: no L1 allocation, and a 256-byte L2 prefetch for the rest of the row run.
 __device__ __forceinline__ uint4 load_stream(const uint32_t* p) {
   uint4 v;

@@ -21,6 +21,7 @@ struct GemvArgs {
   __half* out = nullptr;              // [M, N]
   float* partial = nullptr;           // [splits, M, N] when the plan splits K
   int* counters = nullptr;            // [col_blocks], zero before the first call; left at zero
+  void* workspace = nullptr;          // plan.workspace_bytes, 16-byte aligned (the Hopper GEMM's staged x)
   int64_t M = 0, K = 0, N = 0;
   int64_t group_size = -1;            // -1 or a multiple of the batch's input channels
   bool zeros_minus_one = false;       // GPTQ v1 checkpoints store z - 1
@@ -32,6 +33,7 @@ struct GemvPlan {
   int64_t col_blocks = 0;         // grid.x: blocks of the kernel's columns (128, or 256 for the tensor-core GEMM)
   int64_t splits = 1;             // grid.y: K splits
   int64_t batches_per_split = 0;
+  int64_t workspace_bytes = 0;    // scratch the launch needs besides the split-K partials
 };
 
 // What a plan needs of the device: SMs, and a cap on the K splits (GPTQ_GEMV_MAX_SPLITS, tuning only).

@@ -175,7 +175,8 @@ def test_cuda_autogptq_odd_group_counts_and_ragged_shapes(bits):
 @pytest.mark.gpu
 @pytest.mark.parametrize("K,N", [(4096, 4096), (8192, 28672)])
 def test_cuda_large_m_uses_cublas_path(K, N):
-    check_cuda(4, K, N, 128, 4096 if K == 4096 else 256, act_order=False)
+    # Above 1024 rows (both backends): dequantize, then cuBLAS.
+    check_cuda(4, K, N, 128, 4096 if K == 4096 else 2048, act_order=False)
 
 
 @pytest.mark.gpu
@@ -262,8 +263,69 @@ def test_cuda_exllamav2_half2_path_ragged_k_and_narrow_n(m, K, N, group_size):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("m", [9, 16, 17, 33, 64, 100, 129, 300, 1024])
+@pytest.mark.parametrize("K,N", [(4096, 4096), (11008, 4096), (4096, 11008)])
+def test_cuda_exllamav2_large_m_real_shapes(m, K, N):
+    # On the H100 the warpgroup-MMA GEMM runs m = 4..256 (4..64 on 4096x4096): fp16 weights (q - z) s
+    # from registers, fp32 accumulation, 16, 32, 64 or 128 tokens a block, one or several token tiles, a
+    # partial last tile; above, dequantize + cuBLAS; elsewhere the tensor-core GEMM up to m = 16. Same
+    # tolerance.
+    L, W = make_layer(4, K, N, 128, device="cuda", seed=K + 3 * N + m)
+    x = torch.randn(m, K, device="cuda").half()
+    y = run_exllamav2(L, x, False)
+    assert not torch.isnan(y).any()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [64, 256])
+@pytest.mark.parametrize("K,N", [(8192, 28672), (28672, 8192)])
+def test_cuda_exllamav2_large_m_largest_shapes(m, K, N):
+    L, W = make_layer(4, K, N, 128, device="cuda", seed=K + m)
+    x = torch.randn(m, K, device="cuda").half()
+    y = run_exllamav2(L, x, False)
+    assert not torch.isnan(y).any()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [17, 64, 200])
+@pytest.mark.parametrize("group_size", [32, 64, 256, -1])
+@pytest.mark.parametrize("fmt", ["gptq", "gptq_v2"])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_cuda_exllamav2_large_m_groups_formats_act_order(m, group_size, fmt, act_order):
+    # 128-channel stages: groups of 32 and 64 end inside a stage, 256 spans two, -1 all; v1 zero
+    # points (stored z - 1); act-order rows sorted at load; 2000-sigma outlier channels.
+    # 4096 x 4352: large enough that m = 200 takes the warpgroup-MMA GEMM on the H100.
+    L, W = make_layer(4, 4096, 4352, group_size, act_order=act_order and group_size != -1, fmt=fmt, device="cuda",
+                      seed=7 + m + group_size)
+    x = torch.randn(m, 4096, device="cuda")
+    x[:, ::97] *= 2000
+    x = x.half()
+    y = run_exllamav2(L, x, act_order and group_size != -1)
+    assert torch.isfinite(y).all()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [17, 40, 129])
+@pytest.mark.parametrize("K,N,group_size", [(4104, 4352, -1), (2080, 8, 32), (64, 4096, 64), (8, 16, -1),
+                                           (4160, 264, 512), (4224, 776, 128)])
+def test_cuda_exllamav2_large_m_ragged_k_and_narrow_n(m, K, N, group_size):
+    # K not a multiple of the 128-channel stage (4104, 2080, 4160, 64, 8), one packed row (K = 8), a
+    # block of 256 features with 8 (N = 8, 264) or 8 + 256 (776) of them, a group across stages (512),
+    # a last group of 64 channels. On the H100, m = 129 takes the warpgroup-MMA GEMM on 4104 x 4352
+    # only (two token tiles of 128), the other shapes dequantize + cuBLAS there.
+    L, W = make_layer(4, K, N, group_size, device="cuda", seed=K + N + m)
+    x = torch.randn(m, K, device="cuda").half()
+    y = run_exllamav2(L, x, False)
+    assert torch.isfinite(y).all()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("K,N", [(8192, 8192), (4096, 4096)])
-@pytest.mark.parametrize("m", [1, 16])
+@pytest.mark.parametrize("m", [1, 16, 64])
 def test_cuda_exllamav2_split_k_repeats_bit_exactly(K, N, m):
     # These shapes split K over several blocks; the last block of each column strip adds the partials
     # in split order and resets its counter, so a second call must give the same bits.

@@ -42,4 +42,14 @@ inline bool exllamav2_mma_supports(int64_t M, int64_t group_size) {
 GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, const GemvDevice& dev);
 cudaError_t launch_exllamav2_mma(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 
+// The Hopper GEMM on warpgroup MMA (exllamav2_wgmma_sm90a.cu; built when 90a is among the CUDA
+// architectures, which defines GPTQ_WITH_SM90A, and run on compute capability 9.0 alone): any M,
+// group size -1 or a power of two >= 32. plan.batch: tokens a block (16, 32, 64 or 128);
+// plan.workspace_bytes: x staged in the kernel's channel order.
+inline bool exllamav2_wgmma_supports(int64_t M, int64_t group_size) {
+  return M >= 1 && (group_size == -1 || (group_size >= 32 && (group_size & (group_size - 1)) == 0));
+}
+GemvPlan exllamav2_wgmma_plan(int64_t M, int64_t K, int64_t N, const GemvDevice& dev);
+cudaError_t launch_exllamav2_wgmma(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
+
 }  // namespace gptq::cuda

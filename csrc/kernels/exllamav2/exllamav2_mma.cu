@@ -38,6 +38,7 @@ namespace {
 using gemv::and_or;
 using gemv::as_half2;
 using gemv::as_u32;
+using gemv::increment_nibbles;
 using gemv::kThreads;
 using gemv::load_stream;
 
@@ -54,11 +55,6 @@ struct Stage {
   uint32_t zero[kMaxGroups][kCols];         // half2 (1024 + z, 1024 + z) a column (v1's z - 1 incremented)
 };
 static_assert(sizeof(Stage) * 2 >= 16 * kCols * sizeof(float), "the epilogue tile reuses the stages");
-
-// z + 1 (mod 16) in every nibble: GPTQ v1 stores z - 1.
-__device__ __forceinline__ uint32_t increment_nibbles(uint32_t w) {
-  return ((w & 0x77777777u) + 0x11111111u) ^ (w & 0x88888888u);
-}
 
 __global__ void __launch_bounds__(kThreads, 2) exllamav2_mma_kernel(GemvArgs a) {
   __shared__ __align__(16) Stage stages_buf[2];

@@ -1,11 +1,13 @@
-// Torch adapter: the act-order gather, then the half2 GEMV (small M) or the tensor-core GEMM
-// (M <= 16) where they apply (src/gemv_cuda.cpp runs them), else the AutoGPTQ-style op.
+// Torch adapter: the act-order gather, then the half2 GEMV (small M), the tensor-core GEMM (M <= 16)
+// or, on Hopper, the warpgroup-MMA GEMM (larger M) where they apply (src/gemv_cuda.cpp runs them),
+// else the AutoGPTQ-style op.
 #include "exllamav2_torch.h"
 
 #include <algorithm>
 #include <cstdlib>
 
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
 
 #include "autogptq_internal.h"
 #include "check.h"
@@ -29,6 +31,36 @@ int64_t mma_min_m(int64_t K, int64_t N) {
   return K * N > int64_t{4096} * 4096 ? 4 : 5;
 }
 
+// Rows from which the Hopper GEMM runs, and up to which (above: dequantize + cuBLAS). On the H100
+// (benchmarks/results/2026-11-22_h100_int1_*.txt) it takes over from the tensor-core GEMM where that
+// one starts (8192x28672 at m = 4: 60.1 against 61.9 us; at m = 16: 61.9 against 71.7 us), and it
+// beats dequantize + cuBLAS up to m = 256 (8192x28672: 244 against 407 us) except on layers of
+// 4096x4096 or less, where cuBLAS wins above m = 64 (m = 256: 33 against 44 us). At m = 1024 the two
+// are even on 8192x28672 and cuBLAS wins on the smaller layers.
+// GPTQ_EXLLAMAV2_WGMMA_MIN_M / _MAX_M override them (tuning only).
+int64_t env_rows(const char* name) {
+  const char* e = std::getenv(name);
+  return e != nullptr ? std::max<int64_t>(1, std::atoll(e)) : int64_t{0};
+}
+int64_t wgmma_min_m(int64_t K, int64_t N) {
+  static const int64_t env = env_rows("GPTQ_EXLLAMAV2_WGMMA_MIN_M");
+  return env > 0 ? env : mma_min_m(K, N);
+}
+int64_t wgmma_max_m(int64_t K, int64_t N) {
+  static const int64_t env = env_rows("GPTQ_EXLLAMAV2_WGMMA_MAX_M");
+  if (env > 0) return env;
+  return K * N > int64_t{4096} * 4096 ? 256 : 64;
+}
+
+bool hopper() {
+#if defined(GPTQ_WITH_SM90A)
+  const auto* props = at::cuda::getCurrentDeviceProperties();
+  return props->major == 9 && props->minor == 0;  // sm_90a code runs on 9.0 alone
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
@@ -45,13 +77,24 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   }
   const int64_t M = x.size(0);
   const bool fp16_4bit = x.scalar_type() == at::kHalf && bits == 4 && s.N % 8 == 0;
-  // Rows up to mma_min_m() - 1: the half2 GEMV; from there to 16: the tensor-core GEMM.
+  // Rows up to mma_min_m() - 1: the half2 GEMV; from there to 16: the tensor-core GEMM; on Hopper,
+  // wgmma_min_m() to wgmma_max_m(): the warpgroup-MMA GEMM; else dequantize + cuBLAS.
   const bool use_gemv = fp16_4bit && M < mma_min_m(s.K, s.N) && exllamav2_gemv_supports(M, group_size);
-  const bool use_mma = fp16_4bit && !use_gemv && exllamav2_mma_supports(M, group_size);
-  if (!use_gemv && !use_mma) {
+  const bool use_wgmma = fp16_4bit && !use_gemv && M >= wgmma_min_m(s.K, s.N) &&
+                         M <= wgmma_max_m(s.K, s.N) &&
+                         exllamav2_wgmma_supports(M, group_size) && hopper();
+  const bool use_mma = fp16_4bit && !use_gemv && !use_wgmma && exllamav2_mma_supports(M, group_size);
+  if (!use_gemv && !use_mma && !use_wgmma) {
     return gptq::autogptq_gemm(xp, qweight_sorted, qzeros, scales, c10::nullopt, bits, group_size,
                                static_cast<CheckpointFormat>(checkpoint_format));
   }
+#if defined(GPTQ_WITH_SM90A)
+  if (use_wgmma) {
+    return run_gemv(
+        op, xp, qweight_sorted, qzeros, scales, s.K, s.N, group_size, checkpoint_format == 1,
+        [&](const GemvDevice& dev) { return exllamav2_wgmma_plan(M, s.K, s.N, dev); }, launch_exllamav2_wgmma);
+  }
+#endif
   auto plan_for = [&](const GemvDevice& dev) {
     return use_gemv ? exllamav2_gemv_plan(M, s.K, s.N, group_size, dev) : exllamav2_mma_plan(M, s.K, s.N, dev);
   };

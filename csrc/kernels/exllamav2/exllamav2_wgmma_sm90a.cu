@@ -1,0 +1,404 @@
+// ExLlamaV2-style GEMM on Hopper's warpgroup MMA (sm_90a): y [M, N] = x [M, K] W^T for 4-bit
+// weights in the checkpoint layout (fp16, contiguous groups of -1 or a power of two >= 32), for the
+// batch sizes where mma.sync and the dequantize + cuBLAS path leave the H100 idle (M > 16).
+//
+// The problem is transposed: the layer's output features are the MMA's M (64 per wgmma), the tokens
+// its N (BT = 16, 32, 64 or 128 per block), so the weights form operand A, which wgmma takes from
+// registers, and x forms operand B, which it reads from shared memory. Each weight is decoded once,
+// straight from its shared-memory copy of the checkpoint layout into an A fragment, and serves all
+// BT tokens of the block.
+//
+// Operand A from the checkpoint layout. qweight is [K/8, N] int32, word (r, n) holding channels
+// 8r..8r+7 of feature n. Lane (g = lane / 4, q = lane % 4) of warp w reads 16 bytes: packed row
+// 4i + q of 32-channel iteration i, features 32w + 4g + c (c = 0..3). The A fragment wants rows g and
+// g + 8 of the warp's 16 rows and the k slots 2q, 2q + 1, 2q + 8, 2q + 9. Rows of A are output
+// features, which may be any features as long as the epilogue knows them: word c is row g (c even) or
+// g + 8 (c odd) of the warpgroup's MMA slice c / 2. The k slots may stand for any channels as long as
+// x is staged in the same order (a dot product does not depend on the order of its terms): a LOP3
+// puts nibbles (e0, e4) of a word into a half2 as 1024 + e, another (e1, e5) as 1024 + 16e, and the
+// word shifted by 8 gives (e2, e6) and (e3, e7). So k16 step t of iteration i has, in slot
+//   2q -> channel 8q + 2t, 2q + 1 -> 8q + 4 + 2t, 2q + 8 -> 8q + 1 + 2t, 2q + 9 -> 8q + 5 + 2t
+// (plus 32i). An HSUB2 (or an HFMA2 with 1/16) gives the exact integer q - z, and an HMUL2 with the
+// group's scale the fp16 weight, as in every fp16 dequantization: 13 instructions per word of 8.
+//
+// Operand B. A small kernel first stages x in that channel order, in wgmma's canonical K-major layout
+// (core matrices of 8 tokens x 16 bytes): per token tile and 128-channel stage, rows
+// [iteration i][step t][half kc][token] of 16 bytes, half kc holding slots 8kc..8kc+7. The main
+// kernel then copies a stage of x with one bulk copy and points the descriptor at rows (i, t)
+// (lead: the kc stride BT x 16 bytes; stride: 128 bytes between groups of 8 tokens).
+//
+// A block is two warpgroups (256 threads) over 256 features x BT tokens, with a pipeline of S stages
+// of 128 channels (x, the 16 packed rows of weights, the stage's scales and zero points) in shared
+// memory, S - 2 of them in flight. Per 32-channel iteration a warpgroup issues four wgmmas (2 k16
+// steps x 2 slices of 64 features) as one group and waits for the group before it, so the decode of
+// the next fragments overlaps the tensor cores (ptxas keeps the two register sets apart; allowing
+// three groups in flight made it serialize the wgmmas). A stage's buffer is refilled two stages
+// later, when every wgmma that read it has completed. K splits add fp32 partials as the other
+// split-K kernels do (the last block of a tile adds them in split order).
+//
+// Measured on the H100 (benchmarks/results/2026-11-22_h100_int1_bench_kernels.txt): 8192x28672 at
+// m = 16 in 63 us (the mma.sync GEMM took 72), m = 64 in 81 us (2.1x fp16; dequantize + cuBLAS
+// took 370), m = 256 in 244 us (0.80x). The tensor pipe runs at about 40% at m = 64 and issue slots
+// are about half used (2026-11-22_h100_wgmma_lab_v2_ncu.txt): latency-bound with 8 warps an SM.
+#include "exllamav2_launch.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <mutex>
+#include <set>
+#include <utility>
+
+#include "common/gemv.cuh"
+#include "common/mma.cuh"
+#include "common/wgmma.cuh"
+
+namespace gptq::cuda {
+namespace {
+
+using gemv::and_or;
+using gemv::as_half2;
+using gemv::as_u32;
+using gemv::increment_nibbles;
+using namespace sm90;
+
+constexpr int kThreads = 256;               // two warpgroups
+constexpr int kCols = 256;                  // features a block: 8 warps x 32
+constexpr int kStageK = 128;                // channels a stage
+constexpr int kDepth = 2;                   // wgmma groups (iterations) in flight
+constexpr int kStageRows = kStageK / 8;     // packed rows a stage
+constexpr int kIters = kStageK / 32;        // 32-channel iterations a stage
+constexpr int kMaxGroups = kStageK / 32;    // groups a stage at group size 32
+// Packed rows of a stage in shared memory, 1024 bytes of weights each, padded by 32 bytes: lanes
+// (g, q) read 16 bytes at row 4i + q, byte 16 (8w + g), so a quarter warp (g in {2p, 2p + 1},
+// q = 0..3) hits 16-byte bank groups 2q + g (mod 8), all different.
+constexpr int kWPitch = kCols * 4 + 32;
+constexpr int kSmemBudget = 220 * 1024;  // of the 227 KB a block may have
+
+// Stage layout of a block of BT tokens, CTAS blocks resident per SM.
+template <int BT, int CTAS>
+struct Layout {
+  static constexpr int kX = 0;                                    // [4 i][2 t][2 kc][BT tokens] x 16 B
+  static constexpr int kW = BT * kStageK * 2;                     // [16 rows] x kWPitch
+  static constexpr int kScale = kW + kStageRows * kWPitch;        // [4 groups][256] half
+  static constexpr int kZero = kScale + kMaxGroups * kCols * 2;   // [4 groups][32] words
+  static constexpr int kStage = kZero + kMaxGroups * kCols / 8 * 4;
+  static constexpr int kStages = std::min(8, kSmemBudget / CTAS / kStage);
+  static constexpr int kAhead = kStages - 2;                      // stages in flight
+  static constexpr int kSmem = kStages * kStage;
+  static_assert(kStage % 128 == 0 && kAhead >= 2, "stage layout");
+};
+
+// 16 or 4 bytes global -> shared through the generic proxy (zero-filled when !valid).
+__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(valid ? 4 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// x [M, K] -> xs [token tile][stage][i][t][kc][BT] of 16-byte rows (see the top of the file). One
+// thread per 8 channels of a token: (k0..k7) of iteration i's chunk c give word c of rows
+// (t, kc) = (0, 0): (k0, k4), (0, 1): (k1, k5), (1, 0): (k2, k6), (1, 1): (k3, k7). Tokens >= M and
+// channels >= K stage as zero.
+template <int BT>
+__global__ void __launch_bounds__(256) stage_x_kernel(const __half* __restrict__ x, uint32_t* __restrict__ xs,
+                                                      int64_t M, int64_t K, int64_t tokens, int num_stages) {
+  const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e >= tokens * num_stages * (kStageK / 8)) return;
+  const int u = static_cast<int>(e % (kStageK / 8));
+  const int64_t rest = e / (kStageK / 8);
+  const int s = static_cast<int>(rest % num_stages);
+  const int64_t n = rest / num_stages;
+  const int64_t k = int64_t(s) * kStageK + 8 * u;
+  const uint4 v = n < M && k < K ? __ldg(reinterpret_cast<const uint4*>(x + n * K + k)) : make_uint4(0, 0, 0, 0);
+  const int i = u >> 2, c = u & 3, nt = static_cast<int>(n % BT);
+  uint32_t* block = xs + ((n / BT) * num_stages + s) * int64_t(BT * kStageK / 2);
+  auto row = [&](int t, int kc) { return block + ((((i * 2 + t) * 2 + kc) * BT + nt) * 4 + c); };
+  *row(0, 0) = __byte_perm(v.x, v.z, 0x5410);
+  *row(0, 1) = __byte_perm(v.x, v.z, 0x7632);
+  *row(1, 0) = __byte_perm(v.y, v.w, 0x5410);
+  *row(1, 1) = __byte_perm(v.y, v.w, 0x7632);
+}
+
+template <int BT, int CTAS>
+__global__ void __launch_bounds__(kThreads, CTAS) wgmma_kernel(GemvArgs a) {
+  using L = Layout<BT, CTAS>;
+  constexpr int R = BT / 2;  // accumulators per thread and slice
+  extern __shared__ __align__(128) unsigned char smem[];
+  __shared__ int last_flag;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, q = lane & 3;
+  const int64_t N = a.N, K = a.K, M = a.M;
+  const int token_tiles = static_cast<int>((M + BT - 1) / BT);
+  const int tile_t = static_cast<int>(blockIdx.x % token_tiles);
+  const int64_t col_base = int64_t(blockIdx.x / token_tiles) * kCols;
+  const int rows = static_cast<int>(K / 8);
+  const int num_stages = static_cast<int>((K + kStageK - 1) / kStageK);
+  const int s_begin = static_cast<int>(blockIdx.y) * a.batches_per_split;
+  const int s_end = min(num_stages, s_begin + a.batches_per_split);
+  const int64_t gs = a.group_size;
+  const bool several_groups = gs > 0 && gs < kStageK;  // groups of 32 or 64: 4 or 2 a stage
+  const int groups_a_stage = several_groups ? static_cast<int>(kStageK / gs) : 1;
+  const int64_t num_groups = gs < 0 ? 1 : (K + gs - 1) / gs;
+  const uint4* xs = static_cast<const uint4*>(a.workspace) + int64_t(tile_t) * num_stages * (BT * kStageK / 8);
+  // Group sizes are -1 or powers of two >= 32: stage-local groups by shift.
+  const int group_shift = gs > 0 ? __ffsll(gs) - 1 : 0;
+
+  // The pipeline: every thread copies its share of the packed rows, scale and zero-point rows of a
+  // stage with cp.async (one commit group a stage), and thread 0 copies x with one bulk copy (the
+  // TMA's one-dimensional form), which completes on x_full[b]. Bulk copies write through the async
+  // proxy that wgmma reads B through, so x needs no proxy fence; cp.async writes through the generic
+  // proxy, and the fence.proxy.async that x would need after it compiles to a MEMBAR that waits for
+  // every copy in flight (8192x28672 at m = 16 took 83 against 69 us). Moving the weights to bulk
+  // copies issued by one warp, with full/empty barriers instead of the block barrier, was slower
+  // still (115 us; benchmarks/results/2026-11-22_h100_wgmma_lab_v*.txt).
+  __shared__ __align__(8) uint64_t x_full[L::kStages];
+  if (tid == 0) {
+#pragma unroll
+    for (int b = 0; b < L::kStages; ++b) mbarrier_init(&x_full[b], 1);
+  }
+  __syncthreads();
+
+  auto issue = [&](int s) {
+    if (s < s_end) {
+      const int b = (s - s_begin) % L::kStages;
+      unsigned char* buf = smem + b * L::kStage;
+      if (tid == 0) {
+        mbarrier_arrive_expect_tx(&x_full[b], BT * kStageK * 2);
+        bulk_copy(buf + L::kX, xs + int64_t(s) * (BT * kStageK / 8), BT * kStageK * 2, &x_full[b]);
+      }
+#pragma unroll
+      for (int h = 0; h < kStageRows * (kCols / 4) / kThreads; ++h) {
+        const int c = tid + kThreads * h, row = c >> 6, c4 = c & 63;
+        const int r = s * kStageRows + row;
+        const int64_t n = col_base + 4 * c4;
+        const bool ok = r < rows && n < N;
+        cp_async16(buf + L::kW + row * kWPitch + 16 * c4, ok ? a.qweight + int64_t(r) * N + n : a.qweight, ok);
+      }
+      if (tid < 32 * groups_a_stage) {
+        const int row = tid >> 5, c8 = tid & 31;
+        const int64_t grp = min((gs < 0 ? 0 : (int64_t(s) * kStageK) >> group_shift) + row, num_groups - 1);
+        const int64_t n = col_base + 8 * c8;
+        const bool ok = n < N;
+        cp_async16(buf + L::kScale + row * (kCols * 2) + 16 * c8, ok ? a.scales + grp * N + n : a.scales, ok);
+        cp_async4(buf + L::kZero + row * (kCols / 2) + 4 * c8, ok ? a.qzeros + grp * (N / 8) + n / 8 : a.qzeros, ok);
+      }
+    }
+    cp_async_commit();
+  };
+
+  float acc[2][R];
+#pragma unroll
+  for (int sl = 0; sl < 2; ++sl)
+#pragma unroll
+    for (int e = 0; e < R; ++e) acc[sl][e] = 0.f;
+
+#pragma unroll
+  for (int h = 0; h < L::kAhead; ++h) issue(s_begin + h);
+
+  const __half2 k16 = as_half2(0x2C002C00u);   // 1/16
+  const __half2 k960 = as_half2(0x63806380u);  // 960 = 1024 - 64
+  const int wcol = 32 * warp + 4 * g;          // the lane's first feature in the block
+  __half2 zl[4], zh[4], sc[4];
+  for (int s = s_begin; s < s_end; ++s) {
+    const int k = s - s_begin, b = k % L::kStages;
+    cp_async_wait<L::kAhead - 1>();
+    __syncthreads();
+    issue(s + L::kAhead);  // into the buffer of stage s - 2, whose wgmmas have completed
+    mbarrier_wait(&x_full[b], (k / L::kStages) & 1);
+    const unsigned char* buf = smem + b * L::kStage;
+    // The stage's weights: 4 x 16 bytes a lane, loaded at once so that no shared-memory latency sits
+    // between a wgmma_wait and the next decode.
+    uint4 wq[kIters];
+#pragma unroll
+    for (int i = 0; i < kIters; ++i)
+      wq[i] = *reinterpret_cast<const uint4*>(buf + L::kW + (4 * i + q) * kWPitch + 4 * wcol);
+#pragma unroll
+    for (int i = 0; i < kIters; ++i) {
+      if (i == 0 || (several_groups && ((32 * i) & (gs - 1)) == 0)) {
+        // The group's scales and zero points of features wcol..wcol+3, as half2 pairs.
+        const int gl = several_groups ? (32 * i) >> group_shift : 0;
+        const uint2 sv = *reinterpret_cast<const uint2*>(buf + L::kScale + gl * (kCols * 2) + 2 * wcol);
+        uint32_t zw = *reinterpret_cast<const uint32_t*>(buf + L::kZero + gl * (kCols / 2) + 4 * (wcol / 8));
+        if (a.zeros_minus_one) zw = increment_nibbles(zw);
+        zw >>= 4 * (wcol & 7);
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          zl[c] = as_half2(__byte_perm((zw >> (4 * c)) & 0xFu, 0x64u, 0x4040));  // (1024 + z) twice
+          zh[c] = __hsub2(k960, zl[c]);                                          // -(64 + z) twice
+        }
+        sc[0] = as_half2(__byte_perm(sv.x, 0, 0x1010));
+        sc[1] = as_half2(__byte_perm(sv.x, 0, 0x3232));
+        sc[2] = as_half2(__byte_perm(sv.y, 0, 0x1010));
+        sc[3] = as_half2(__byte_perm(sv.y, 0, 0x3232));
+      }
+      const uint32_t words[4] = {wq[i].x, wq[i].y, wq[i].z, wq[i].w};
+      // d[c][p]: word c's pair p = (e0, e4), (e1, e5), (e2, e6), (e3, e7), as fp16 weights.
+      uint32_t d[4][4];
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const uint32_t v = words[c], v8 = v >> 8;
+        d[c][0] = as_u32(__hmul2(__hsub2(as_half2(and_or<0x000F000Fu, 0x64006400u>(v)), zl[c]), sc[c]));
+        d[c][1] = as_u32(__hmul2(__hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(v)), k16, zh[c]), sc[c]));
+        d[c][2] = as_u32(__hmul2(__hsub2(as_half2(and_or<0x000F000Fu, 0x64006400u>(v8)), zl[c]), sc[c]));
+        d[c][3] = as_u32(__hmul2(__hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(v8)), k16, zh[c]), sc[c]));
+      }
+      wgmma_fence();
+#pragma unroll
+      for (int t = 0; t < 2; ++t) {
+        const uint64_t desc = smem_desc(buf + L::kX + (i * 2 + t) * 2 * BT * 16, BT * 16, 128);
+#pragma unroll
+        for (int sl = 0; sl < 2; ++sl) {
+          // Slice sl: rows g, g + 8 are words 2 sl, 2 sl + 1; slots (2q, 2q+1) pair 2t, (2q+8, 2q+9) pair 2t+1.
+          const uint32_t frag[4] = {d[2 * sl][2 * t], d[2 * sl + 1][2 * t], d[2 * sl][2 * t + 1],
+                                    d[2 * sl + 1][2 * t + 1]};
+          wgmma_rs<BT>(acc[sl], frag, desc);
+        }
+      }
+      wgmma_commit();
+      wgmma_wait<kDepth - 1>();
+    }
+  }
+  wgmma_wait<0>();
+  fence_registers(acc[0]);
+  fence_registers(acc[1]);
+
+  // acc[sl][4j + e]: feature col_base + wcol + 2 sl + (e >> 1), token 8j + 2q + (e & 1) of the tile.
+  const int64_t n0 = col_base + wcol;
+  const bool single = gridDim.y == 1;
+  const int64_t tok0 = int64_t(tile_t) * BT + 2 * q;
+  if (n0 < N) {
+#pragma unroll
+    for (int j = 0; j < BT / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int64_t m = tok0 + 8 * j + e;
+        if (m >= M) continue;
+        const float4 v = make_float4(acc[0][4 * j + e], acc[0][4 * j + 2 + e], acc[1][4 * j + e], acc[1][4 * j + 2 + e]);
+        if (single) {
+          const __half2 lo = __floats2half2_rn(v.x, v.y), hi = __floats2half2_rn(v.z, v.w);
+          *reinterpret_cast<uint2*>(a.out + m * N + n0) = make_uint2(as_u32(lo), as_u32(hi));
+        } else {
+          *reinterpret_cast<float4*>(a.partial + (int64_t(blockIdx.y) * M + m) * N + n0) = v;
+        }
+      }
+    }
+  }
+  if (single) return;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) last_flag = atomicAdd(a.counters + blockIdx.x, 1) == int(gridDim.y) - 1;
+  __syncthreads();
+  if (!last_flag) return;
+  __threadfence();
+  if (n0 < N) {
+#pragma unroll
+    for (int j = 0; j < BT / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int64_t m = tok0 + 8 * j + e;
+        if (m >= M) continue;
+        float4 total = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int y = 0; y < int(gridDim.y); ++y) {
+          const float4 p = __ldcg(reinterpret_cast<const float4*>(a.partial + (int64_t(y) * M + m) * N + n0));
+          total.x += p.x;
+          total.y += p.y;
+          total.z += p.z;
+          total.w += p.w;
+        }
+        const __half2 lo = __floats2half2_rn(total.x, total.y), hi = __floats2half2_rn(total.z, total.w);
+        *reinterpret_cast<uint2*>(a.out + m * N + n0) = make_uint2(as_u32(lo), as_u32(hi));
+      }
+    }
+  }
+  if (tid == 0) a.counters[blockIdx.x] = 0;  // ready for the next call
+}
+
+int tokens_a_block(int64_t M) { return M <= 16 ? 16 : M <= 32 ? 32 : M <= 64 ? 64 : 128; }
+
+// Blocks resident per SM: two for 16 tokens (108 registers and a 4-stage pipeline fit twice), else
+// one. On the H100 two took 8192x28672 at m = 16 from 70.8 to 66.2 us and 28672x8192 from 67.1 to
+// 60.0 us; at 32 tokens they were slower (75.7 against 72.6 us;
+// benchmarks/results/2026-11-22_h100_wgmma_lab_v4_ctas.txt). GPTQ_WGMMA_CTAS=1 forces one (tuning).
+int blocks_per_sm(int bt) {
+  static const int forced = [] {
+    const char* e = std::getenv("GPTQ_WGMMA_CTAS");
+    return e != nullptr ? std::atoi(e) : 0;
+  }();
+  return bt <= 16 && forced != 1 ? 2 : 1;
+}
+
+template <int BT, int CTAS>
+cudaError_t launch_bt(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
+  using L = Layout<BT, CTAS>;
+  {
+    // Shared memory beyond 48 KB is opted into once per device.
+    static std::mutex mu;
+    static std::set<int> ready;
+    int dev = 0;
+    cudaError_t err = cudaGetDevice(&dev);
+    if (err != cudaSuccess) return err;
+    const std::lock_guard<std::mutex> lock(mu);
+    if (ready.count(dev) == 0) {
+      err = cudaFuncSetAttribute(wgmma_kernel<BT, CTAS>, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem);
+      if (err != cudaSuccess) return err;
+      ready.insert(dev);
+    }
+  }
+  const int num_stages = static_cast<int>((args.K + kStageK - 1) / kStageK);
+  const int64_t tokens = (args.M + BT - 1) / BT * BT;
+  const int64_t threads = tokens * num_stages * (kStageK / 8);
+  stage_x_kernel<BT><<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(
+      args.x, static_cast<uint32_t*>(args.workspace), args.M, args.K, tokens, num_stages);
+  GemvArgs a = args;
+  a.batches_per_split = static_cast<int>(plan.batches_per_split);
+  const dim3 grid(static_cast<unsigned>(plan.col_blocks), static_cast<unsigned>(plan.splits));
+  wgmma_kernel<BT, CTAS><<<grid, kThreads, L::kSmem, stream>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+GemvPlan exllamav2_wgmma_plan(int64_t M, int64_t K, int64_t N, const GemvDevice& dev) {
+  GemvPlan p;
+  const int bt = tokens_a_block(M);
+  p.batch = bt;
+  const int64_t token_tiles = (M + bt - 1) / bt;
+  const int64_t num_stages = (K + kStageK - 1) / kStageK;
+  p.col_blocks = (N + kCols - 1) / kCols * token_tiles;
+  // Split K until the blocks fill one wave, with at least 4 stages a split and at most 8 splits (each
+  // adds M x N fp32 partials; 15 splits made 11008x4096 at m = 16 slower, 26.4 against 22.8 us).
+  const int64_t slots = int64_t(dev.sm_count) * blocks_per_sm(bt);
+  int64_t splits = std::max<int64_t>(1, slots / std::max<int64_t>(p.col_blocks, 1));
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, num_stages / 4));
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, std::min<int64_t>(8, dev.max_splits)));
+  p.batches_per_split = (num_stages + splits - 1) / splits;
+  p.splits = (num_stages + p.batches_per_split - 1) / p.batches_per_split;
+  p.workspace_bytes = token_tiles * bt * num_stages * kStageK * 2;
+  return p;
+}
+
+cudaError_t launch_exllamav2_wgmma(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
+  if (!exllamav2_wgmma_supports(args.M, args.group_size) || args.K % 8 != 0 || args.N % 8 != 0 ||
+      args.workspace == nullptr || (plan.splits > 1 && (args.partial == nullptr || args.counters == nullptr)) ||
+      plan.splits > 65535 || plan.batch != tokens_a_block(args.M))
+    return cudaErrorInvalidValue;
+  if (args.N == 0 || args.M == 0) return cudaSuccess;
+  switch (plan.batch) {
+    case 16: return blocks_per_sm(16) == 2 ? launch_bt<16, 2>(args, plan, stream) : launch_bt<16, 1>(args, plan, stream);
+    case 32: return blocks_per_sm(32) == 2 ? launch_bt<32, 2>(args, plan, stream) : launch_bt<32, 1>(args, plan, stream);
+    case 64: return launch_bt<64, 1>(args, plan, stream);
+    default: return launch_bt<128, 1>(args, plan, stream);
+  }
+}
+
+}  // namespace gptq::cuda
