@@ -88,14 +88,15 @@ struct Layout {
   static_assert(kStage % 128 == 0 && kAhead >= 2, "stage layout");
 };
 
-// 16 or 4 bytes global -> shared through the generic proxy (zero-filled when !valid).
-__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+// 16 or 4 bytes global -> shared (address in the shared window) through the generic proxy, zero-filled
+// when !valid.
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
                "r"(valid ? 4 : 0)
                : "memory");
 }
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0)
                : "memory");
 }
@@ -168,29 +169,44 @@ __global__ void __launch_bounds__(kThreads, CTAS) wgmma_kernel(GemvArgs a) {
   }
   __syncthreads();
 
+  // Per-thread parts of the copies, fixed over the stages (the copy code runs between the barrier and
+  // the first wgmma of every stage, so it is kept to a few instructions a copy): weight chunks
+  // (row tid / 64 + 4h, 16 bytes at column 4 (tid % 64)), walked by a pointer that advances a stage
+  // per call (issue() is called for s_begin, s_begin + 1, ...); scale and zero-point chunks of group
+  // row tid / 32, column 8 (tid % 32). Offsets fit in 32 bits (launch_exllamav2_wgmma checks).
+  const uint32_t smem0 = smem_addr(smem);
+  const int w_row = tid >> 6, w_c4 = tid & 63;
+  const bool w_col_ok = col_base + 4 * w_c4 < N;
+  const int n32 = static_cast<int>(N);
+  const uint32_t* w_next = a.qweight + (s_begin * kStageRows + w_row) * n32 + static_cast<int>(col_base) + 4 * w_c4;
+  int rows_left = rows - s_begin * kStageRows - w_row;  // packed rows at and after this thread's first
+  const uint32_t w_dst = L::kW + w_row * kWPitch + 16 * w_c4;
+  const int g_row = tid >> 5, g_c8 = tid & 31;
+  const bool g_ok = tid < 32 * groups_a_stage && col_base + 8 * g_c8 < N;
+  const __half* s_src = a.scales + static_cast<int>(col_base) + 8 * g_c8;
+  const uint32_t* z_src = a.qzeros + static_cast<int>(col_base / 8) + g_c8;
+  const uint32_t s_dst = L::kScale + g_row * (kCols * 2) + 16 * g_c8, z_dst = L::kZero + g_row * (kCols / 2) + 4 * g_c8;
+  const int last_group = static_cast<int>(num_groups - 1);
+
   auto issue = [&](int s) {
     if (s < s_end) {
       const int b = (s - s_begin) % L::kStages;
-      unsigned char* buf = smem + b * L::kStage;
+      const uint32_t buf = smem0 + b * L::kStage;
       if (tid == 0) {
         mbarrier_arrive_expect_tx(&x_full[b], BT * kStageK * 2);
-        bulk_copy(buf + L::kX, xs + int64_t(s) * (BT * kStageK / 8), BT * kStageK * 2, &x_full[b]);
+        bulk_copy(smem + b * L::kStage + L::kX, xs + int64_t(s) * (BT * kStageK / 8), BT * kStageK * 2, &x_full[b]);
       }
 #pragma unroll
       for (int h = 0; h < kStageRows * (kCols / 4) / kThreads; ++h) {
-        const int c = tid + kThreads * h, row = c >> 6, c4 = c & 63;
-        const int r = s * kStageRows + row;
-        const int64_t n = col_base + 4 * c4;
-        const bool ok = r < rows && n < N;
-        cp_async16(buf + L::kW + row * kWPitch + 16 * c4, ok ? a.qweight + int64_t(r) * N + n : a.qweight, ok);
+        const bool ok = w_col_ok && 4 * h < rows_left;
+        cp_async16(buf + w_dst + 4 * h * kWPitch, ok ? w_next + 4 * h * n32 : a.qweight, ok);
       }
-      if (tid < 32 * groups_a_stage) {
-        const int row = tid >> 5, c8 = tid & 31;
-        const int64_t grp = min((gs < 0 ? 0 : (int64_t(s) * kStageK) >> group_shift) + row, num_groups - 1);
-        const int64_t n = col_base + 8 * c8;
-        const bool ok = n < N;
-        cp_async16(buf + L::kScale + row * (kCols * 2) + 16 * c8, ok ? a.scales + grp * N + n : a.scales, ok);
-        cp_async4(buf + L::kZero + row * (kCols / 2) + 4 * c8, ok ? a.qzeros + grp * (N / 8) + n / 8 : a.qzeros, ok);
+      w_next += kStageRows * n32;
+      rows_left -= kStageRows;
+      if (g_ok) {
+        const int grp = min((gs < 0 ? 0 : (s * kStageK) >> group_shift) + g_row, last_group);
+        cp_async16(buf + s_dst, s_src + grp * n32, true);
+        cp_async4(buf + z_dst, z_src + grp * (n32 / 8), true);
       }
     }
     cp_async_commit();
@@ -388,7 +404,9 @@ GemvPlan exllamav2_wgmma_plan(int64_t M, int64_t K, int64_t N, const GemvDevice&
 }
 
 cudaError_t launch_exllamav2_wgmma(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
+  // Offsets into qweight and scales are 32-bit in the kernel.
   if (!exllamav2_wgmma_supports(args.M, args.group_size) || args.K % 8 != 0 || args.N % 8 != 0 ||
+      args.K / 8 * args.N >= (int64_t{1} << 31) || args.K * args.N / 32 >= (int64_t{1} << 31) ||
       args.workspace == nullptr || (plan.splits > 1 && (args.partial == nullptr || args.counters == nullptr)) ||
       plan.splits > 65535 || plan.batch != tokens_a_block(args.M))
     return cudaErrorInvalidValue;
