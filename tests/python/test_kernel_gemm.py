@@ -175,7 +175,7 @@ def test_cuda_autogptq_odd_group_counts_and_ragged_shapes(bits):
 @pytest.mark.gpu
 @pytest.mark.parametrize("K,N", [(4096, 4096), (8192, 28672)])
 def test_cuda_large_m_uses_cublas_path(K, N):
-    # Above 1024 rows (both backends): dequantize, then cuBLAS.
+    # The AutoGPTQ-style op above 16 rows: dequantize, then cuBLAS.
     check_cuda(4, K, N, 128, 4096 if K == 4096 else 2048, act_order=False)
 
 
@@ -266,7 +266,7 @@ def test_cuda_exllamav2_half2_path_ragged_k_and_narrow_n(m, K, N, group_size):
 @pytest.mark.parametrize("m", [9, 16, 17, 33, 64, 100, 129, 300, 1024])
 @pytest.mark.parametrize("K,N", [(4096, 4096), (11008, 4096), (4096, 11008)])
 def test_cuda_exllamav2_large_m_real_shapes(m, K, N):
-    # On the H100 the warpgroup-MMA GEMM runs m = 4..256 (4..64 on 4096x4096): fp16 weights (q - z) s
+    # On the H100 the warpgroup-MMA GEMM runs m = 4..1024 (4..64 on 4096x4096): fp16 weights (q - z) s
     # from registers, fp32 accumulation, 16, 32, 64 or 128 tokens a block, one or several token tiles, a
     # partial last tile; above, dequantize + cuBLAS; elsewhere the tensor-core GEMM up to m = 16. Same
     # tolerance.
@@ -315,7 +315,7 @@ def test_cuda_exllamav2_large_m_ragged_k_and_narrow_n(m, K, N, group_size):
     # K not a multiple of the 128-channel stage (4104, 2080, 4160, 64, 8), one packed row (K = 8), a
     # block of 256 features with 8 (N = 8, 264) or 8 + 256 (776) of them, a group across stages (512),
     # a last group of 64 channels. On the H100, m = 129 takes the warpgroup-MMA GEMM on 4104 x 4352
-    # only (two token tiles of 128), the other shapes dequantize + cuBLAS there.
+    # only (two token tiles of 128); the smaller shapes dequantize + cuBLAS there.
     L, W = make_layer(4, K, N, group_size, device="cuda", seed=K + N + m)
     x = torch.randn(m, K, device="cuda").half()
     y = run_exllamav2(L, x, False)

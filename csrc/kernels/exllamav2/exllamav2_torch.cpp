@@ -31,12 +31,13 @@ int64_t mma_min_m(int64_t K, int64_t N) {
   return K * N > int64_t{4096} * 4096 ? 4 : 5;
 }
 
-// Rows from which the Hopper GEMM runs, and up to which (above: dequantize + cuBLAS). On the H100
-// (benchmarks/results/2026-11-22_h100_int1_*.txt) it takes over from the tensor-core GEMM where that
-// one starts (8192x28672 at m = 4: 60.1 against 61.9 us; at m = 16: 61.9 against 71.7 us), and it
-// beats dequantize + cuBLAS up to m = 256 (8192x28672: 244 against 407 us) except on layers of
-// 4096x4096 or less, where cuBLAS wins above m = 64 (m = 256: 33 against 44 us). At m = 1024 the two
-// are even on 8192x28672 and cuBLAS wins on the smaller layers.
+// Rows from which the Hopper GEMM runs, and up to which (above: dequantize + cuBLAS). On the H100 it
+// takes over from the tensor-core GEMM where that one starts (8192x28672 at m = 4: 60.1 against
+// 61.9 us, at m = 16: 61.9 against 71.7 us; 2026-11-22_h100_int1_bk_*.txt). Against dequantize +
+// cuBLAS (2026-11-22_h100_int2_bench_kernels_wgmma-to-1024.txt) it wins up to m = 512 on every layer
+// larger than 4096x4096 (8192x28672 at m = 256: 237 against 429 us) and at m = 1024 wins or ties
+// (8192x28672: 845 against 920 us; 11008x4096: 184 against 177 us, the one loss); on 4096x4096 it
+// ties at m = 64 and loses above (m = 128: 45.5 against 29.0 us).
 // GPTQ_EXLLAMAV2_WGMMA_MIN_M / _MAX_M override them (tuning only).
 int64_t env_rows(const char* name) {
   const char* e = std::getenv(name);
@@ -49,7 +50,7 @@ int64_t wgmma_min_m(int64_t K, int64_t N) {
 int64_t wgmma_max_m(int64_t K, int64_t N) {
   static const int64_t env = env_rows("GPTQ_EXLLAMAV2_WGMMA_MAX_M");
   if (env > 0) return env;
-  return K * N > int64_t{4096} * 4096 ? 256 : 64;
+  return K * N > int64_t{4096} * 4096 ? 1024 : 64;
 }
 
 bool hopper() {
