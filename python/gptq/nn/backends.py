@@ -8,7 +8,8 @@ explicit name, or refuses it with the reason.
 Backends (in the order backend="auto" tries them; see `_auto_order`):
   exllamav2  act-order rows sorted by g_idx at load (x's columns gathered per call), then for fp16 and
              4 bits a half2 GEMV (M = 1..3, or 1..4 on layers of 4096x4096 or less) or a tensor-core
-             GEMM from the checkpoint layout (up to M = 16, group size -1 or a power of two >= 32),
+             GEMM from the checkpoint layout (up to M = 16; on Hopper a warpgroup-MMA GEMM up to
+             M = 1024, 64 on layers of 4096x4096 or less; group size -1 or a power of two >= 32),
              else the autogptq kernel on the sorted rows.
   autogptq   the checkpoint layout as stored, every bit width, group size and g_idx: split-K GEMV on CUDA
              cores for M <= 16 (g_idx out of order is decoded per input channel, slower), dequantize +
@@ -234,11 +235,11 @@ def available_backends() -> list[str]:
 
 
 def _auto_order(layer: "QuantLinear") -> list[Backend]:
-    """Preference for backend="auto", from benchmarks/results (2026-11-22_h100_final3_bench_kernels.txt and final4;
+    """Preference for backend="auto", from benchmarks/results (2026-11-22_h100_final5_bench_kernels.txt;
     H100, fp16, 4-bit g128): exllamav2 first (its half2 GEMV beats autogptq's fp32 one at m = 1 on
-    every shape, e.g. 45.3 vs 59.9 us on 8192x28672, its tensor-core GEMM takes m = 4..16 at 70 vs
-    360 us there at m = 16, faster than Marlin's 84 us, and it sorts act-order rows at load instead
-    of reading g_idx per channel), then
+    every shape, e.g. 45.3 vs 60.1 us on 8192x28672; its tensor-core GEMMs take m = 4..16 at 58 vs
+    357 us there at m = 16, faster than Marlin's 84 us, and on Hopper m = 64 at 74 vs 371 us; and it
+    sorts act-order rows at load instead of reading g_idx per channel), then
     autogptq (the same GEMV for other widths, dtypes and m, and any g_idx), then torch. marlin, when
     this build has it, is used only when asked for by name: its layout replaces the checkpoint's, so a
     layer cannot switch per call between it and the GEMV that is faster at m = 1."""
