@@ -289,53 +289,49 @@ __global__ void __launch_bounds__(kThreads, CTAS) wgmma_kernel(GemvArgs a) {
   fence_registers(acc[1]);
 
   // acc[sl][4j + e]: feature col_base + wcol + 2 sl + (e >> 1), token 8j + 2q + (e & 1) of the tile.
+  // for_each_output(f) calls f(token m, features n0..n0+3 as a float4) for the thread's outputs.
   const int64_t n0 = col_base + wcol;
-  const bool single = gridDim.y == 1;
   const int64_t tok0 = int64_t(tile_t) * BT + 2 * q;
-  if (n0 < N) {
+  auto for_each_output = [&](auto&& f) {
+    if (n0 >= N) return;
 #pragma unroll
     for (int j = 0; j < BT / 8; ++j) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int64_t m = tok0 + 8 * j + e;
-        if (m >= M) continue;
-        const float4 v = make_float4(acc[0][4 * j + e], acc[0][4 * j + 2 + e], acc[1][4 * j + e], acc[1][4 * j + 2 + e]);
-        if (single) {
-          const __half2 lo = __floats2half2_rn(v.x, v.y), hi = __floats2half2_rn(v.z, v.w);
-          *reinterpret_cast<uint2*>(a.out + m * N + n0) = make_uint2(as_u32(lo), as_u32(hi));
-        } else {
-          *reinterpret_cast<float4*>(a.partial + (int64_t(blockIdx.y) * M + m) * N + n0) = v;
-        }
+        if (m < M) f(m, make_float4(acc[0][4 * j + e], acc[0][4 * j + 2 + e], acc[1][4 * j + e], acc[1][4 * j + 2 + e]));
       }
     }
+  };
+  auto store = [&](int64_t m, float4 v) {
+    const __half2 lo = __floats2half2_rn(v.x, v.y), hi = __floats2half2_rn(v.z, v.w);
+    *reinterpret_cast<uint2*>(a.out + m * N + n0) = make_uint2(as_u32(lo), as_u32(hi));
+  };
+  if (gridDim.y == 1) {
+    for_each_output(store);
+    return;
   }
-  if (single) return;
+  for_each_output([&](int64_t m, float4 v) {
+    *reinterpret_cast<float4*>(a.partial + (int64_t(blockIdx.y) * M + m) * N + n0) = v;
+  });
   __threadfence();
   __syncthreads();
   if (tid == 0) last_flag = atomicAdd(a.counters + blockIdx.x, 1) == int(gridDim.y) - 1;
   __syncthreads();
   if (!last_flag) return;
   __threadfence();
-  if (n0 < N) {
-#pragma unroll
-    for (int j = 0; j < BT / 8; ++j) {
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int64_t m = tok0 + 8 * j + e;
-        if (m >= M) continue;
-        float4 total = make_float4(0.f, 0.f, 0.f, 0.f);
-        for (int y = 0; y < int(gridDim.y); ++y) {
-          const float4 p = __ldcg(reinterpret_cast<const float4*>(a.partial + (int64_t(y) * M + m) * N + n0));
-          total.x += p.x;
-          total.y += p.y;
-          total.z += p.z;
-          total.w += p.w;
-        }
-        const __half2 lo = __floats2half2_rn(total.x, total.y), hi = __floats2half2_rn(total.z, total.w);
-        *reinterpret_cast<uint2*>(a.out + m * N + n0) = make_uint2(as_u32(lo), as_u32(hi));
-      }
+  // The last block of the tile adds the splits in split order (its own included): deterministic.
+  for_each_output([&](int64_t m, float4) {
+    float4 total = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int y = 0; y < int(gridDim.y); ++y) {
+      const float4 p = __ldcg(reinterpret_cast<const float4*>(a.partial + (int64_t(y) * M + m) * N + n0));
+      total.x += p.x;
+      total.y += p.y;
+      total.z += p.z;
+      total.w += p.w;
     }
-  }
+    store(m, total);
+  });
   if (tid == 0) a.counters[blockIdx.x] = 0;  // ready for the next call
 }
 
