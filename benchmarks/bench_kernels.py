@@ -107,6 +107,12 @@ def exllamav2_factory(L, x, bits):
     return lambda: torch.ops.gptq.exllamav2_gemm(x, L["qweight"], L["qzeros"], L["scales"], None, bits, 128, 2)
 
 
+def exllamav2_bf16_factory(L, x, bits):
+    # bf16 activations and scales (one converted copy per rotated layer), timed against the fp16 baseline.
+    xb, sb = x.bfloat16(), L["scales"].bfloat16()
+    return lambda: torch.ops.gptq.exllamav2_gemm(xb, L["qweight"], L["qzeros"], sb, None, bits, 128, 2)
+
+
 _SORTED = {}
 
 
@@ -157,6 +163,8 @@ def main():
             # exllamav2 (the auto backend) at every m: GEMV, tensor-core GEMM, Hopper GEMM or
             # dequantize + cuBLAS by m; autogptq above m = 16 is dequantize + cuBLAS.
             kernels = [("autogptq", 4, autogptq_factory), ("exllamav2", 4, exllamav2_factory)]
+            if (K, N) == (8192, 28672) and 4 <= m <= 1024:
+                kernels.append(("exllamav2 bf16", 4, exllamav2_bf16_factory))
             if m <= 16:
                 kernels.append(("autogptq", 3, autogptq_factory))
                 if (K, N) == (8192, 28672) or (K, N) == (4096, 4096):

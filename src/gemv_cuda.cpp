@@ -95,11 +95,17 @@ at::Tensor run_gemv(const char* op, const at::Tensor& x, const at::Tensor& qweig
     args.partial = partial.data_ptr<float>();
     args.counters = zeroed_counters(plan.col_blocks, x.device().index(), stream);
   }
-  args.x = reinterpret_cast<const __half*>(xc.const_data_ptr<at::Half>());
+  // fp16, or bf16 for the kernels that take it (args.bf16): the same 2-byte bits either way.
+  GPTQ_CHECK(x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16, op, "x must be fp16 or bf16, got ",
+             x.scalar_type());
+  GPTQ_CHECK(scales.scalar_type() == x.scalar_type(), op, "scales must have x's dtype ", x.scalar_type(), ", got ",
+             scales.scalar_type());
+  args.bf16 = x.scalar_type() == at::kBFloat16;
+  args.x = static_cast<const __half*>(xc.const_data_ptr());
   args.qweight = reinterpret_cast<const uint32_t*>(qw.const_data_ptr<int32_t>());
   args.qzeros = reinterpret_cast<const uint32_t*>(qz.const_data_ptr<int32_t>());
-  args.scales = reinterpret_cast<const __half*>(sc.const_data_ptr<at::Half>());
-  args.out = reinterpret_cast<__half*>(out.data_ptr<at::Half>());
+  args.scales = static_cast<const __half*>(sc.const_data_ptr());
+  args.out = static_cast<__half*>(out.data_ptr());
   args.M = M;
   args.K = K;
   args.N = N;

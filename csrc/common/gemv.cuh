@@ -147,7 +147,7 @@ inline GemvPlan make_plan(Kernel kernel, int batch, int64_t batches, int64_t N, 
 
 // Launches `kernel` on the plan's grid (nullptr: a case no kernel takes).
 inline cudaError_t launch(Kernel kernel, const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
-  if (kernel == nullptr) return cudaErrorInvalidValue;
+  if (kernel == nullptr || args.bf16) return cudaErrorInvalidValue;  // the GEMVs and mma.sync GEMM are fp16
   if (args.N == 0) return cudaSuccess;
   if (plan.splits > 65535 || (plan.splits > 1 && (args.partial == nullptr || args.counters == nullptr)))
     return cudaErrorInvalidValue;

@@ -14,7 +14,7 @@ namespace gptq::cuda {
 // Arguments of every split-K GEMV kernel: y [M, N] = x [M, K] W^T, W packed along K as in the
 // checkpoint (qweight [K*bits/32, N], qzeros [G, N*bits/32], scales [G, N]) with contiguous groups.
 struct GemvArgs {
-  const __half* x = nullptr;          // [M, K], 16-byte aligned (act-order: already gathered)
+  const __half* x = nullptr;          // [M, K], 16-byte aligned (act-order: already gathered); bf16 bits if bf16
   const uint32_t* qweight = nullptr;  // 16-byte aligned
   const uint32_t* qzeros = nullptr;
   const __half* scales = nullptr;
@@ -25,6 +25,7 @@ struct GemvArgs {
   int64_t M = 0, K = 0, N = 0;
   int64_t group_size = -1;            // -1 or a multiple of the batch's input channels
   bool zeros_minus_one = false;       // GPTQ v1 checkpoints store z - 1
+  bool bf16 = false;                  // x, scales and out are bf16 (the Hopper GEMM only); else fp16
   int batches_per_split = 0;          // set by the launcher from the plan
 };
 

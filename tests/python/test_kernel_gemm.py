@@ -308,6 +308,34 @@ def test_cuda_exllamav2_large_m_groups_formats_act_order(m, group_size, fmt, act
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 4, 16, 64, 200])
+@pytest.mark.parametrize("group_size,fmt,act_order", [(128, "gptq", False), (32, "gptq_v2", True), (-1, "gptq", False)])
+def test_cuda_exllamav2_bf16(m, group_size, fmt, act_order):
+    # bf16 activations and scales: on the H100 the warpgroup-MMA GEMM decodes bf16 weights (q - z) s
+    # for m >= 4 (the bf16 tolerance, 2^-8 rounding of x, the weights and y); elsewhere the AutoGPTQ-style
+    # kernel. 2000-sigma outlier channels as in the fp16 tests.
+    L, W = make_layer(4, 4096, 4352, group_size, act_order=act_order, fmt=fmt, dtype=torch.bfloat16, device="cuda",
+                      seed=5 + m + group_size)
+    x = torch.randn(m, 4096, device="cuda")
+    x[:, ::97] *= 2000
+    x = x.bfloat16()
+    y = run_exllamav2(L, x, act_order)
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.bfloat16]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [5, 17, 129])
+@pytest.mark.parametrize("K,N,group_size", [(4104, 4352, -1), (4160, 264, 512), (64, 4096, 64)])
+def test_cuda_exllamav2_bf16_ragged_k_and_narrow_n(m, K, N, group_size):
+    L, W = make_layer(4, K, N, group_size, dtype=torch.bfloat16, device="cuda", seed=K + N + m)
+    x = torch.randn(m, K, device="cuda").bfloat16()
+    y = run_exllamav2(L, x, False)
+    assert torch.isfinite(y).all()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.bfloat16]
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("m", [17, 40, 129])
 @pytest.mark.parametrize("K,N,group_size", [(4104, 4352, -1), (2080, 8, 32), (64, 4096, 64), (8, 16, -1),
                                            (4160, 264, 512), (4224, 776, 128)])

@@ -78,10 +78,12 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   }
   const int64_t M = x.size(0);
   const bool fp16_4bit = x.scalar_type() == at::kHalf && bits == 4 && s.N % 8 == 0;
+  const bool bf16_4bit = x.scalar_type() == at::kBFloat16 && bits == 4 && s.N % 8 == 0;
   // Rows up to mma_min_m() - 1: the half2 GEMV; from there to 16: the tensor-core GEMM; on Hopper,
   // wgmma_min_m() to wgmma_max_m(): the warpgroup-MMA GEMM; else dequantize + cuBLAS.
   const bool use_gemv = fp16_4bit && M < mma_min_m(s.K, s.N) && exllamav2_gemv_supports(M, group_size);
-  const bool use_wgmma = fp16_4bit && !use_gemv && M >= wgmma_min_m(s.K, s.N) &&
+  // bf16 takes the Hopper GEMM over the same rows (the GEMV and the mma.sync GEMM are fp16 only).
+  const bool use_wgmma = (fp16_4bit || bf16_4bit) && !use_gemv && M >= wgmma_min_m(s.K, s.N) &&
                          M <= wgmma_max_m(s.K, s.N) &&
                          exllamav2_wgmma_supports(M, group_size) && hopper();
   const bool use_mma = fp16_4bit && !use_gemv && !use_wgmma && exllamav2_mma_supports(M, group_size);

@@ -52,6 +52,8 @@
 #include "common/mma.cuh"
 #include "common/wgmma.cuh"
 
+#include <cuda_bf16.h>
+
 namespace gptq::cuda {
 namespace {
 
@@ -106,6 +108,59 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+// Decoding a word of 8 nibbles into the four A-register pairs (e0, e4), (e1, e5), (e2, e6), (e3, e7)
+// of one feature as weights (q - z) s, for fp16 or bf16 activations. Group parameters are kept per
+// lane for its 4 features c as bit patterns of pairs: zl = (bias + z) twice, zh (fp16: -(64 + z)),
+// s twice.
+template <typename T>
+struct Decode;
+
+template <>
+struct Decode<__half> {
+  // fp16: a LOP3 puts a nibble pair into the mantissas of 1024.0 (1024 + e), or the next pair 4 bits
+  // up (1024 + 16e); HSUB2 (1024 + z), resp. HFMA2 with 1/16 and -(64 + z), gives the exact q - z;
+  // HMUL2 applies the scale. The word shifted by 8 gives the other two pairs: 13 instructions.
+  static __device__ __forceinline__ uint32_t bias_z(uint32_t z) { return __byte_perm(z, 0x64u, 0x4040); }
+  static __device__ __forceinline__ uint32_t neg_z(uint32_t zl) {
+    return as_u32(__hsub2(as_half2(0x63806380u), as_half2(zl)));  // 960 - (1024 + z)
+  }
+  static __device__ __forceinline__ void word(uint32_t v, uint32_t zl, uint32_t zh, uint32_t sc, uint32_t (&d)[4]) {
+    const __half2 k16 = as_half2(0x2C002C00u);  // 1/16
+    const __half2 z2 = as_half2(zl), zh2 = as_half2(zh), s2 = as_half2(sc);
+    const uint32_t v8 = v >> 8;
+    d[0] = as_u32(__hmul2(__hsub2(as_half2(and_or<0x000F000Fu, 0x64006400u>(v)), z2), s2));
+    d[1] = as_u32(__hmul2(__hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(v)), k16, zh2), s2));
+    d[2] = as_u32(__hmul2(__hsub2(as_half2(and_or<0x000F000Fu, 0x64006400u>(v8)), z2), s2));
+    d[3] = as_u32(__hmul2(__hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(v8)), k16, zh2), s2));
+  }
+  static __device__ __forceinline__ uint2 pack4(float4 v) {
+    return make_uint2(as_u32(__floats2half2_rn(v.x, v.y)), as_u32(__floats2half2_rn(v.z, v.w)));
+  }
+};
+
+template <>
+struct Decode<__nv_bfloat16> {
+  // bf16 has 7 mantissa bits: 128.0 (0x4300) holds a nibble at bits 0-3 exactly, not one 4 bits up,
+  // so each pair is shifted down first (v, v >> 4, v >> 8, v >> 12); HSUB2 (128 + z) gives the exact
+  // q - z and HMUL2 applies the scale (rounded to bf16, 2^-9 relative): 15 instructions.
+  static __device__ __forceinline__ __nv_bfloat162 as_bf2(uint32_t v) {
+    return *reinterpret_cast<__nv_bfloat162*>(&v);
+  }
+  static __device__ __forceinline__ uint32_t as_u(__nv_bfloat162 v) { return *reinterpret_cast<uint32_t*>(&v); }
+  static __device__ __forceinline__ uint32_t bias_z(uint32_t z) { return __byte_perm(z, 0x43u, 0x4040); }
+  static __device__ __forceinline__ uint32_t neg_z(uint32_t) { return 0u; }
+  static __device__ __forceinline__ void word(uint32_t v, uint32_t zl, uint32_t, uint32_t sc, uint32_t (&d)[4]) {
+    const __nv_bfloat162 z2 = as_bf2(zl), s2 = as_bf2(sc);
+    d[0] = as_u(__hmul2(__hsub2(as_bf2(and_or<0x000F000Fu, 0x43004300u>(v)), z2), s2));
+    d[1] = as_u(__hmul2(__hsub2(as_bf2(and_or<0x000F000Fu, 0x43004300u>(v >> 4)), z2), s2));
+    d[2] = as_u(__hmul2(__hsub2(as_bf2(and_or<0x000F000Fu, 0x43004300u>(v >> 8)), z2), s2));
+    d[3] = as_u(__hmul2(__hsub2(as_bf2(and_or<0x000F000Fu, 0x43004300u>(v >> 12)), z2), s2));
+  }
+  static __device__ __forceinline__ uint2 pack4(float4 v) {
+    return make_uint2(as_u(__floats2bfloat162_rn(v.x, v.y)), as_u(__floats2bfloat162_rn(v.z, v.w)));
+  }
+};
+
 // x [M, K] -> xs [token tile][stage][i][t][kc][BT] of 16-byte rows (see the top of the file). One
 // thread per 8 channels of a token: (k0..k7) of iteration i's chunk c give word c of rows
 // (t, kc) = (0, 0): (k0, k4), (0, 1): (k1, k5), (1, 0): (k2, k6), (1, 1): (k3, k7). Tokens >= M and
@@ -130,8 +185,9 @@ __global__ void __launch_bounds__(256) stage_x_kernel(const __half* __restrict__
   *row(1, 1) = __byte_perm(v.y, v.w, 0x7632);
 }
 
-template <int BT, int CTAS>
+template <typename T, int BT, int CTAS>
 __global__ void __launch_bounds__(kThreads, CTAS) wgmma_kernel(GemvArgs a) {
+  using D = Decode<T>;
   using L = Layout<BT, CTAS>;
   constexpr int R = BT / 2;  // accumulators per thread and slice
   extern __shared__ __align__(128) unsigned char smem[];
@@ -221,10 +277,8 @@ __global__ void __launch_bounds__(kThreads, CTAS) wgmma_kernel(GemvArgs a) {
 #pragma unroll
   for (int h = 0; h < L::kAhead; ++h) issue(s_begin + h);
 
-  const __half2 k16 = as_half2(0x2C002C00u);   // 1/16
-  const __half2 k960 = as_half2(0x63806380u);  // 960 = 1024 - 64
   const int wcol = 32 * warp + 4 * g;          // the lane's first feature in the block
-  __half2 zl[4], zh[4], sc[4];
+  uint32_t zl[4], zh[4], sc[4];  // the group's (bias + z), fp16's -(64 + z), s: pairs of features wcol + c
   for (int s = s_begin; s < s_end; ++s) {
     const int k = s - s_begin, b = k % L::kStages;
     cp_async_wait<L::kAhead - 1>();
@@ -249,25 +303,19 @@ __global__ void __launch_bounds__(kThreads, CTAS) wgmma_kernel(GemvArgs a) {
         zw >>= 4 * (wcol & 7);
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
-          zl[c] = as_half2(__byte_perm((zw >> (4 * c)) & 0xFu, 0x64u, 0x4040));  // (1024 + z) twice
-          zh[c] = __hsub2(k960, zl[c]);                                          // -(64 + z) twice
+          zl[c] = D::bias_z((zw >> (4 * c)) & 0xFu);
+          zh[c] = D::neg_z(zl[c]);
         }
-        sc[0] = as_half2(__byte_perm(sv.x, 0, 0x1010));
-        sc[1] = as_half2(__byte_perm(sv.x, 0, 0x3232));
-        sc[2] = as_half2(__byte_perm(sv.y, 0, 0x1010));
-        sc[3] = as_half2(__byte_perm(sv.y, 0, 0x3232));
+        sc[0] = __byte_perm(sv.x, 0, 0x1010);
+        sc[1] = __byte_perm(sv.x, 0, 0x3232);
+        sc[2] = __byte_perm(sv.y, 0, 0x1010);
+        sc[3] = __byte_perm(sv.y, 0, 0x3232);
       }
       const uint32_t words[4] = {wq[i].x, wq[i].y, wq[i].z, wq[i].w};
       // d[c][p]: word c's pair p = (e0, e4), (e1, e5), (e2, e6), (e3, e7), as fp16 weights.
       uint32_t d[4][4];
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const uint32_t v = words[c], v8 = v >> 8;
-        d[c][0] = as_u32(__hmul2(__hsub2(as_half2(and_or<0x000F000Fu, 0x64006400u>(v)), zl[c]), sc[c]));
-        d[c][1] = as_u32(__hmul2(__hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(v)), k16, zh[c]), sc[c]));
-        d[c][2] = as_u32(__hmul2(__hsub2(as_half2(and_or<0x000F000Fu, 0x64006400u>(v8)), zl[c]), sc[c]));
-        d[c][3] = as_u32(__hmul2(__hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(v8)), k16, zh[c]), sc[c]));
-      }
+      for (int c = 0; c < 4; ++c) D::word(words[c], zl[c], zh[c], sc[c], d[c]);
       wgmma_fence();
 #pragma unroll
       for (int t = 0; t < 2; ++t) {
@@ -277,7 +325,7 @@ __global__ void __launch_bounds__(kThreads, CTAS) wgmma_kernel(GemvArgs a) {
           // Slice sl: rows g, g + 8 are words 2 sl, 2 sl + 1; slots (2q, 2q+1) pair 2t, (2q+8, 2q+9) pair 2t+1.
           const uint32_t frag[4] = {d[2 * sl][2 * t], d[2 * sl + 1][2 * t], d[2 * sl][2 * t + 1],
                                     d[2 * sl + 1][2 * t + 1]};
-          wgmma_rs<BT>(acc[sl], frag, desc);
+          wgmma_rs<BT, T>(acc[sl], frag, desc);
         }
       }
       wgmma_commit();
@@ -303,10 +351,7 @@ __global__ void __launch_bounds__(kThreads, CTAS) wgmma_kernel(GemvArgs a) {
       }
     }
   };
-  auto store = [&](int64_t m, float4 v) {
-    const __half2 lo = __floats2half2_rn(v.x, v.y), hi = __floats2half2_rn(v.z, v.w);
-    *reinterpret_cast<uint2*>(a.out + m * N + n0) = make_uint2(as_u32(lo), as_u32(hi));
-  };
+  auto store = [&](int64_t m, float4 v) { *reinterpret_cast<uint2*>(a.out + m * N + n0) = D::pack4(v); };
   if (gridDim.y == 1) {
     for_each_output(store);
     return;
@@ -349,7 +394,7 @@ int blocks_per_sm(int bt) {
   return bt <= 16 && forced != 1 ? 2 : 1;
 }
 
-template <int BT, int CTAS>
+template <typename T, int BT, int CTAS>
 cudaError_t launch_bt(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
   using L = Layout<BT, CTAS>;
   {
@@ -361,7 +406,7 @@ cudaError_t launch_bt(const GemvArgs& args, const GemvPlan& plan, cudaStream_t s
     if (err != cudaSuccess) return err;
     const std::lock_guard<std::mutex> lock(mu);
     if (ready.count(dev) == 0) {
-      err = cudaFuncSetAttribute(wgmma_kernel<BT, CTAS>, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem);
+      err = cudaFuncSetAttribute(wgmma_kernel<T, BT, CTAS>, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem);
       if (err != cudaSuccess) return err;
       ready.insert(dev);
     }
@@ -374,8 +419,13 @@ cudaError_t launch_bt(const GemvArgs& args, const GemvPlan& plan, cudaStream_t s
   GemvArgs a = args;
   a.batches_per_split = static_cast<int>(plan.batches_per_split);
   const dim3 grid(static_cast<unsigned>(plan.col_blocks), static_cast<unsigned>(plan.splits));
-  wgmma_kernel<BT, CTAS><<<grid, kThreads, L::kSmem, stream>>>(a);
+  wgmma_kernel<T, BT, CTAS><<<grid, kThreads, L::kSmem, stream>>>(a);
   return cudaGetLastError();
+}
+
+template <int BT, int CTAS>
+cudaError_t launch_typed(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
+  return args.bf16 ? launch_bt<__nv_bfloat16, BT, CTAS>(args, plan, stream) : launch_bt<__half, BT, CTAS>(args, plan, stream);
 }
 
 }  // namespace
@@ -408,10 +458,11 @@ cudaError_t launch_exllamav2_wgmma(const GemvArgs& args, const GemvPlan& plan, c
     return cudaErrorInvalidValue;
   if (args.N == 0 || args.M == 0) return cudaSuccess;
   switch (plan.batch) {
-    case 16: return blocks_per_sm(16) == 2 ? launch_bt<16, 2>(args, plan, stream) : launch_bt<16, 1>(args, plan, stream);
-    case 32: return blocks_per_sm(32) == 2 ? launch_bt<32, 2>(args, plan, stream) : launch_bt<32, 1>(args, plan, stream);
-    case 64: return launch_bt<64, 1>(args, plan, stream);
-    default: return launch_bt<128, 1>(args, plan, stream);
+    case 16:
+      return blocks_per_sm(16) == 2 ? launch_typed<16, 2>(args, plan, stream) : launch_typed<16, 1>(args, plan, stream);
+    case 32: return launch_typed<32, 1>(args, plan, stream);
+    case 64: return launch_typed<64, 1>(args, plan, stream);
+    default: return launch_typed<128, 1>(args, plan, stream);
   }
 }
 
