@@ -9,8 +9,8 @@ Backends (in the order backend="auto" tries them; see `_auto_order`):
   exllamav2  act-order rows sorted by g_idx at load (x's columns gathered per call), then for fp16 and
              4 bits a half2 GEMV (M = 1..3, or 1..4 on layers of 4096x4096 or less) or a tensor-core
              GEMM from the checkpoint layout (up to M = 16; on Hopper a warpgroup-MMA GEMM up to
-             M = 1024, 64 on layers of 4096x4096 or less; group size -1 or a power of two >= 32),
-             else the autogptq kernel on the sorted rows.
+             M = 1024, 64 on layers of 4096x4096 or less, also for bf16; group size -1 or a power of
+             two >= 32), else the autogptq kernel on the sorted rows.
   autogptq   the checkpoint layout as stored, every bit width, group size and g_idx: split-K GEMV on CUDA
              cores for M <= 16 (g_idx out of order is decoded per input channel, slower), dequantize +
              cuBLAS above. On the CPU (where "auto" picks it): a fused GEMV for M <= 16, fp32
