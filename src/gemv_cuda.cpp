@@ -95,11 +95,10 @@ at::Tensor run_gemv(const char* op, const at::Tensor& x, const at::Tensor& qweig
     args.partial = partial.data_ptr<float>();
     args.counters = zeroed_counters(plan.col_blocks, x.device().index(), stream);
   }
-  // fp16, or bf16 for the kernels that take it (args.bf16): the same 2-byte bits either way.
+  // fp16, or bf16 for the kernels that take it (args.bf16): the same 2-byte bits either way. The op's
+  // argument check has already matched the scales' dtype to x's.
   GPTQ_CHECK(x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16, op, "x must be fp16 or bf16, got ",
              x.scalar_type());
-  GPTQ_CHECK(scales.scalar_type() == x.scalar_type(), op, "scales must have x's dtype ", x.scalar_type(), ", got ",
-             scales.scalar_type());
   args.bf16 = x.scalar_type() == at::kBFloat16;
   args.x = static_cast<const __half*>(xc.const_data_ptr());
   args.qweight = reinterpret_cast<const uint32_t*>(qw.const_data_ptr<int32_t>());

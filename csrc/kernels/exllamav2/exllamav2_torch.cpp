@@ -18,15 +18,18 @@
 namespace gptq::cuda {
 namespace {
 
+// A row count from the environment (tuning only); 0 when unset.
+int64_t env_rows(const char* name) {
+  const char* e = std::getenv(name);
+  return e != nullptr ? std::max<int64_t>(1, std::atoll(e)) : int64_t{0};
+}
+
 // Smallest M that takes the tensor-core GEMM. On the H100 (benchmarks/results/
 // 2026-11-22_h100_regmma_bench_kernels*.txt) it beats the half2 GEMV from m = 4 on layers larger than
 // 4096 x 4096 (8192 x 28672: 66 vs 108 us; 8192 x 8192: 26 vs 33 us) and from m = 5 on 4096 x 4096
 // (m = 4: 14.3 vs 12.4 us). GPTQ_EXLLAMAV2_MMA_MIN_M overrides it (tuning only).
 int64_t mma_min_m(int64_t K, int64_t N) {
-  static const int64_t env = [] {
-    const char* e = std::getenv("GPTQ_EXLLAMAV2_MMA_MIN_M");
-    return e != nullptr ? std::max<int64_t>(1, std::atoll(e)) : int64_t{0};
-  }();
+  static const int64_t env = env_rows("GPTQ_EXLLAMAV2_MMA_MIN_M");
   if (env > 0) return env;
   return K * N > int64_t{4096} * 4096 ? 4 : 5;
 }
@@ -39,10 +42,6 @@ int64_t mma_min_m(int64_t K, int64_t N) {
 // (8192x28672: 845 against 920 us; 11008x4096: 184 against 177 us, the one loss); on 4096x4096 it
 // ties at m = 64 and loses above (m = 128: 45.5 against 29.0 us).
 // GPTQ_EXLLAMAV2_WGMMA_MIN_M / _MAX_M override them (tuning only).
-int64_t env_rows(const char* name) {
-  const char* e = std::getenv(name);
-  return e != nullptr ? std::max<int64_t>(1, std::atoll(e)) : int64_t{0};
-}
 int64_t wgmma_min_m(int64_t K, int64_t N) {
   static const int64_t env = env_rows("GPTQ_EXLLAMAV2_WGMMA_MIN_M");
   return env > 0 ? env : mma_min_m(K, N);

@@ -43,10 +43,8 @@
 #include "exllamav2_launch.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
-#include <mutex>
-#include <set>
-#include <utility>
 
 #include "common/gemv.cuh"
 #include "common/mma.cuh"
@@ -385,10 +383,11 @@ int tokens_a_block(int64_t M) { return M <= 16 ? 16 : M <= 32 ? 32 : M <= 64 ? 6
 // Blocks resident per SM: two for 16 tokens (108 registers and a 4-stage pipeline fit twice), else
 // one. On the H100 two took 8192x28672 at m = 16 from 70.8 to 66.2 us and 28672x8192 from 67.1 to
 // 60.0 us; at 32 tokens they were slower (75.7 against 72.6 us;
-// benchmarks/results/2026-11-22_h100_wgmma_lab_v4_ctas.txt). GPTQ_WGMMA_CTAS=1 forces one (tuning).
+// benchmarks/results/2026-11-22_h100_wgmma_lab_v4_ctas.txt). GPTQ_EXLLAMAV2_WGMMA_BLOCKS_PER_SM=1 forces one
+// (tuning only).
 int blocks_per_sm(int bt) {
   static const int forced = [] {
-    const char* e = std::getenv("GPTQ_WGMMA_CTAS");
+    const char* e = std::getenv("GPTQ_EXLLAMAV2_WGMMA_BLOCKS_PER_SM");
     return e != nullptr ? std::atoi(e) : 0;
   }();
   return bt <= 16 && forced != 1 ? 2 : 1;
@@ -398,17 +397,17 @@ template <typename T, int BT, int CTAS>
 cudaError_t launch_bt(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
   using L = Layout<BT, CTAS>;
   {
-    // Shared memory beyond 48 KB is opted into once per device.
-    static std::mutex mu;
-    static std::set<int> ready;
+    // Shared memory beyond 48 KB is opted into once per device (a bit a device; the attribute call is
+    // idempotent, so threads racing here do no harm), without a lock on the per-call path.
+    static std::atomic<uint64_t> ready{0};
     int dev = 0;
     cudaError_t err = cudaGetDevice(&dev);
     if (err != cudaSuccess) return err;
-    const std::lock_guard<std::mutex> lock(mu);
-    if (ready.count(dev) == 0) {
+    const uint64_t bit = dev < 64 ? uint64_t{1} << dev : 0;
+    if (bit == 0 || (ready.load(std::memory_order_relaxed) & bit) == 0) {
       err = cudaFuncSetAttribute(wgmma_kernel<T, BT, CTAS>, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem);
       if (err != cudaSuccess) return err;
-      ready.insert(dev);
+      ready.fetch_or(bit, std::memory_order_relaxed);
     }
   }
   const int num_stages = static_cast<int>((args.K + kStageK - 1) / kStageK);
