@@ -384,7 +384,7 @@ int tokens_a_block(int64_t M) { return M <= 16 ? 16 : M <= 32 ? 32 : M <= 64 ? 6
 // one. On the H100 two took 8192x28672 at m = 16 from 70.8 to 66.2 us and 28672x8192 from 67.1 to
 // 60.0 us; at 32 tokens they were slower (75.7 against 72.6 us;
 // benchmarks/results/2026-11-22_h100_wgmma_lab_v4_ctas.txt). GPTQ_EXLLAMAV2_WGMMA_BLOCKS_PER_SM=1 forces one
-// (tuning only).
+// (tuning only; named GPTQ_WGMMA_CTAS in that lab run).
 int blocks_per_sm(int bt) {
   static const int forced = [] {
     const char* e = std::getenv("GPTQ_EXLLAMAV2_WGMMA_BLOCKS_PER_SM");
