@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "common/gemv_launch.h"
+#include "common/pdl.cuh"
 
 namespace gptq::cuda::gemv {
 
@@ -154,8 +155,7 @@ inline cudaError_t launch(Kernel kernel, const GemvArgs& args, const GemvPlan& p
   GemvArgs a = args;
   a.batches_per_split = static_cast<int>(plan.batches_per_split);
   const dim3 grid(static_cast<unsigned>(plan.col_blocks), static_cast<unsigned>(plan.splits));
-  kernel<<<grid, kThreads, 0, stream>>>(a);
-  return cudaGetLastError();
+  return pdl::launch(kernel, grid, dim3(kThreads), 0, stream, a);
 }
 
 }  // namespace gptq::cuda::gemv

@@ -434,3 +434,91 @@ def test_cuda_autogptq_3bit_split_k_repeats_bit_exactly():
     y2 = run_autogptq(L, x, False)
     assert torch.equal(y1, y2)
     assert rel_error(y1, x.double() @ W.t()) < TOL[torch.float16]
+
+
+# ---- dependent launches (csrc/common/pdl.cuh) --------------------------------------------------------
+# On compute capability 9.0+ the exllamav2 GEMV/GEMMs and the 3-bit GEMV are launched so that they may
+# start before the kernel in front of them has finished; until griddepcontrol.wait they may only
+# prefetch weights into L2. These tests make every call depend on the call or the write just before it,
+# with no synchronization in between, so a read of x, or a weight load, ahead of the wait shows up as a
+# wrong result, and so does a write of partials or counters that the call before still needs.
+def run_gemm_op(L, x, bits):
+    if bits == 3:
+        return run_autogptq(L, x, False)
+    return torch.ops.gptq.exllamav2_gemm(x, L["qweight"], L["qzeros"], L["scales"], None, 4, L["group_size"], L["fmt"])
+
+
+def square_layers(bits, K, count, seed):
+    """`count` K x K layers whose scales are divided by a power of two (exact in fp16) so that a chain
+    of them keeps |y| of the order of |x|: with s ~ 0.011 and rms |q - z| of 6.5 (4 bits) or 3.2 (3 bits)
+    an output has rms sqrt(K) s |q - z| |x|, 4.6 |x| or 2.3 |x| at K = 4096; divided by 8 or 4: 0.6 |x|."""
+    div = 8 if bits == 4 else 4
+    layers = []
+    for i in range(count):
+        L, W = make_layer(bits, K, K, 128, device="cuda", seed=seed + i)
+        L["scales"] = L["scales"] / div
+        layers.append((L, W / div))
+    return layers
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits,m", [(4, 1), (4, 3), (4, 16), (4, 32), (4, 64), (3, 1), (3, 4)])
+@pytest.mark.parametrize("graph", [False, True])
+def test_cuda_chained_calls_each_read_the_finished_output_of_the_one_before(bits, m, graph):
+    # 8 layers of 4096 x 4096 (split K at every m here; on the H100 m = 1, 3 and 3-bit take the half2
+    # GEMVs, m = 16..64 the Hopper GEMM), each fed the previous one's output: eagerly
+    # with one synchronization at the end, or captured in a CUDA graph and replayed on a new input.
+    # Each step is checked against float64 on the input it actually got (2e-3: one fp16 rounding).
+    K = 4096
+    layers = square_layers(bits, K, 8, seed=100 * bits + m)
+    x0 = torch.randn(m, K, device="cuda").half()
+
+    def chain(x):
+        outs = [x]
+        for L, _ in layers:
+            outs.append(run_gemm_op(L, outs[-1], bits))
+        return outs
+
+    if graph:
+        chain(x0)  # warm up outside the capture
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            outs = chain(x0)
+        x0.copy_(torch.randn_like(x0))
+        poison_cuda_allocator()
+        g.replay()
+    else:
+        poison_cuda_allocator()
+        outs = chain(x0)
+    torch.cuda.synchronize()
+    for i, (L, W) in enumerate(layers):
+        y, x = outs[i + 1], outs[i]
+        assert torch.isfinite(y).all(), f"step {i}: non-finite output"
+        err = rel_error(y, x.double() @ W.t())
+        assert err < TOL[torch.float16], f"step {i} (bits={bits}, m={m}, graph={graph}): {err:.2e}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits,m", [(4, 1), (4, 16), (4, 64), (3, 1)])
+def test_cuda_call_sees_weights_written_just_before_it(bits, m):
+    # A kernel rewrites the packed weights in place and the GEMM follows at once: it must use the new
+    # codes (weights are only prefetched ahead of the wait, never loaded). Alternating two layers'
+    # codes in one buffer 6 times, each call is compared with the layer whose codes it should read.
+    (A, WA), (B, WB) = square_layers(bits, 4096, 2, seed=7 + m)
+    buf = dict(A)
+    buf["qweight"] = A["qweight"].clone()
+    buf["qzeros"] = A["qzeros"].clone()
+    x = torch.randn(m, 4096, device="cuda").half()
+    outs = []
+    for i in range(6):
+        src = A if i % 2 == 0 else B
+        torch.add(src["qweight"], 0, out=buf["qweight"])  # an elementwise kernel, not a memcpy
+        torch.add(src["qzeros"], 0, out=buf["qzeros"])
+        buf["scales"] = src["scales"]
+        outs.append(run_gemm_op(buf, x, bits))
+    torch.cuda.synchronize()
+    for i, y in enumerate(outs):
+        W = WA if i % 2 == 0 else WB
+        err = rel_error(y, x.double() @ W.t())
+        assert err < TOL[torch.float16], f"call {i} (bits={bits}, m={m}): {err:.2e}"

@@ -97,6 +97,15 @@ __global__ void __launch_bounds__(kThreads) gemv3_kernel(GemvArgs a) {
 
   // Every lane runs the loop (lanes past N load nothing): the x sums are shuffled across the warp.
   const bool col_ok = n0 < N;
+  // The warp's first two batches into L2 while the kernel before may still run (common/pdl.cuh).
+  if (col_ok) {
+    for (int b = b_begin + warp; b < min(b_end, b_begin + warp + 2 * kWarps); b += kWarps)
+#pragma unroll
+      for (int u = 0; u < kRows; ++u)
+        if (b * kRows + u < 3 * periods) pdl::prefetch_l2(a.qweight + int64_t(b * kRows + u) * N + n0);
+  }
+  pdl::wait();
+  pdl::launch_dependents();
   {
     uint4 next_w[kRows];
     uint2 next_s;

@@ -67,6 +67,16 @@ __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(GemvArgs a) {
 #pragma unroll
     for (int c = 0; c < 4; ++c) acc[m][c] = 0.f;
 
+  // The warp's first two batches into L2 while the kernel before may still run (common/pdl.cuh).
+  if (n0 < N) {
+    for (int b = b_begin + warp; b < min(b_end, b_begin + warp + 2 * kWarps); b += kWarps)
+#pragma unroll
+      for (int u = 0; u < ROWS; ++u)
+        if (b * ROWS + u < rows) pdl::prefetch_l2(a.qweight + int64_t(b * ROWS + u) * N + n0);
+  }
+  pdl::wait();
+  pdl::launch_dependents();
+
   if (n0 < N) {
     uint4 next_w[ROWS];
     uint2 next_s;

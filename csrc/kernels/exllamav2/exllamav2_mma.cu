@@ -128,6 +128,15 @@ __global__ void __launch_bounds__(kThreads, 2) exllamav2_mma_kernel(GemvArgs a) 
     }
   };
 
+  // The first stage's weights into L2 while the kernel before may still run (common/pdl.cuh).
+#pragma unroll
+  for (int j = 0; j < kIters; ++j) {
+    const int r = s_begin * kStageRows + 4 * j + q;
+    if (w_ok && s_begin < s_end && r < rows) pdl::prefetch_l2(a.qweight + int64_t(r) * N + n_w);
+  }
+  pdl::wait();
+  pdl::launch_dependents();
+
   uint4 ring[kIters];
 #pragma unroll
   for (int j = 0; j < kIters; ++j) ring[j] = fetch_w(s_begin, j);
