@@ -10,7 +10,10 @@ scales, zeros, x and y over the time), % of the copy bandwidth measured in the s
   - each measurement is a CUDA graph of R consecutive calls (cycling through the copies), replayed
     N times and timed with CUDA events; the median over the replays, divided by R, is reported.
     Graphs remove the CPU launch overhead that decoding with torch.compile / CUDA graphs also removes;
-    fp16 and our kernels are timed the same way in the same run.
+    fp16 and our kernels are timed the same way in the same run. On compute capability 9.0 our kernels
+    are launched as dependent launches (csrc/common/pdl.cuh): a call prefetches its weights into L2
+    while the call before it finishes, as it would behind the previous layer in a model; GPTQ_PDL=0
+    turns that off.
 Writes PATH.json (device, versions, date, every figure) and prints a table.
 """
 
@@ -113,6 +116,12 @@ def exllamav2_bf16_factory(L, x, bits):
     return lambda: torch.ops.gptq.exllamav2_gemm(xb, L["qweight"], L["qzeros"], sb, None, bits, 128, 2)
 
 
+def autogptq_bf16_factory(L, x, bits):
+    # The AutoGPTQ-style kernel on bf16, the one bf16 path besides the Hopper GEMM.
+    xb, sb = x.bfloat16(), L["scales"].bfloat16()
+    return lambda: torch.ops.gptq.autogptq_gemm(xb, L["qweight"], L["qzeros"], sb, None, bits, 128, 2)
+
+
 _SORTED = {}
 
 
@@ -163,8 +172,10 @@ def main():
             # exllamav2 (the auto backend) at every m: GEMV, tensor-core GEMM, Hopper GEMM or
             # dequantize + cuBLAS by m; autogptq above m = 16 is dequantize + cuBLAS.
             kernels = [("autogptq", 4, autogptq_factory), ("exllamav2", 4, exllamav2_factory)]
-            if (K, N) == (8192, 28672) and 4 <= m <= 1024:
+            if (K, N) in ((8192, 28672), (4096, 4096)) and m <= 1024:
                 kernels.append(("exllamav2 bf16", 4, exllamav2_bf16_factory))
+                if m <= 16:
+                    kernels.append(("autogptq bf16", 4, autogptq_bf16_factory))
             if m <= 16:
                 kernels.append(("autogptq", 3, autogptq_factory))
                 if (K, N) == (8192, 28672) or (K, N) == (4096, 4096):

@@ -308,11 +308,11 @@ def test_cuda_exllamav2_large_m_groups_formats_act_order(m, group_size, fmt, act
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m", [1, 4, 16, 64, 200])
+@pytest.mark.parametrize("m", [1, 3, 4, 16, 64, 200])
 @pytest.mark.parametrize("group_size,fmt,act_order", [(128, "gptq", False), (32, "gptq_v2", True), (-1, "gptq", False)])
 def test_cuda_exllamav2_bf16(m, group_size, fmt, act_order):
     # bf16 activations and scales: on the H100 the warpgroup-MMA GEMM decodes bf16 weights (q - z) s
-    # for m >= 4 (the bf16 tolerance, 2^-8 rounding of x, the weights and y); elsewhere the AutoGPTQ-style
+    # from m = 1 (the bf16 tolerance, 2^-8 rounding of x, the weights and y); elsewhere the AutoGPTQ-style
     # kernel. 2000-sigma outlier channels as in the fp16 tests.
     L, W = make_layer(4, 4096, 4352, group_size, act_order=act_order, fmt=fmt, dtype=torch.bfloat16, device="cuda",
                       seed=5 + m + group_size)
@@ -325,7 +325,7 @@ def test_cuda_exllamav2_bf16(m, group_size, fmt, act_order):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m", [5, 17, 129])
+@pytest.mark.parametrize("m", [1, 5, 17, 129])
 @pytest.mark.parametrize("K,N,group_size", [(4104, 4352, -1), (4160, 264, 512), (64, 4096, 64)])
 def test_cuda_exllamav2_bf16_ragged_k_and_narrow_n(m, K, N, group_size):
     L, W = make_layer(4, K, N, group_size, dtype=torch.bfloat16, device="cuda", seed=K + N + m)
@@ -448,30 +448,33 @@ def run_gemm_op(L, x, bits):
     return torch.ops.gptq.exllamav2_gemm(x, L["qweight"], L["qzeros"], L["scales"], None, 4, L["group_size"], L["fmt"])
 
 
-def square_layers(bits, K, count, seed):
+def square_layers(bits, K, count, seed, dtype=torch.float16):
     """`count` K x K layers whose scales are divided by a power of two (exact in fp16) so that a chain
     of them keeps |y| of the order of |x|: with s ~ 0.011 and rms |q - z| of 6.5 (4 bits) or 3.2 (3 bits)
     an output has rms sqrt(K) s |q - z| |x|, 4.6 |x| or 2.3 |x| at K = 4096; divided by 8 or 4: 0.6 |x|."""
     div = 8 if bits == 4 else 4
     layers = []
     for i in range(count):
-        L, W = make_layer(bits, K, K, 128, device="cuda", seed=seed + i)
+        L, W = make_layer(bits, K, K, 128, dtype=dtype, device="cuda", seed=seed + i)
         L["scales"] = L["scales"] / div
         layers.append((L, W / div))
     return layers
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("bits,m", [(4, 1), (4, 3), (4, 16), (4, 32), (4, 64), (3, 1), (3, 4)])
+@pytest.mark.parametrize("bits,m,dtype", [(4, 1, torch.float16), (4, 3, torch.float16), (4, 16, torch.float16),
+                                          (4, 32, torch.float16), (4, 64, torch.float16), (3, 1, torch.float16),
+                                          (3, 4, torch.float16), (4, 1, torch.bfloat16)])
 @pytest.mark.parametrize("graph", [False, True])
-def test_cuda_chained_calls_each_read_the_finished_output_of_the_one_before(bits, m, graph):
-    # 8 layers of 4096 x 4096 (split K at every m here; on the H100 m = 1, 3 and 3-bit take the half2
-    # GEMVs, m = 16..64 the Hopper GEMM), each fed the previous one's output: eagerly
+def test_cuda_chained_calls_each_read_the_finished_output_of_the_one_before(bits, m, dtype, graph):
+    # 8 layers of 4096 x 4096 (split K at every m here; on the H100 fp16 m = 1, 3 and 3-bit take the
+    # half2 GEMVs, m = 16..64 and bf16 the Hopper GEMM), each fed the previous one's output: eagerly
     # with one synchronization at the end, or captured in a CUDA graph and replayed on a new input.
-    # Each step is checked against float64 on the input it actually got (2e-3: one fp16 rounding).
+    # Each step is checked against float64 on the input it actually got (2e-3 in fp16, 1e-2 in bf16: one
+    # rounding of y).
     K = 4096
-    layers = square_layers(bits, K, 8, seed=100 * bits + m)
-    x0 = torch.randn(m, K, device="cuda").half()
+    layers = square_layers(bits, K, 8, seed=100 * bits + m, dtype=dtype)
+    x0 = torch.randn(m, K, device="cuda").to(dtype)
 
     def chain(x):
         outs = [x]
@@ -496,7 +499,7 @@ def test_cuda_chained_calls_each_read_the_finished_output_of_the_one_before(bits
         y, x = outs[i + 1], outs[i]
         assert torch.isfinite(y).all(), f"step {i}: non-finite output"
         err = rel_error(y, x.double() @ W.t())
-        assert err < TOL[torch.float16], f"step {i} (bits={bits}, m={m}, graph={graph}): {err:.2e}"
+        assert err < TOL[dtype], f"step {i} (bits={bits}, m={m}, {dtype}, graph={graph}): {err:.2e}"
 
 
 @pytest.mark.gpu

@@ -42,9 +42,13 @@ int64_t mma_min_m(int64_t K, int64_t N) {
 // (8192x28672: 845 against 920 us; 11008x4096: 184 against 177 us, the one loss); on 4096x4096 it
 // ties at m = 64 and loses above (m = 128: 45.5 against 29.0 us).
 // GPTQ_EXLLAMAV2_WGMMA_MIN_M / _MAX_M override them (tuning only).
-int64_t wgmma_min_m(int64_t K, int64_t N) {
+// bf16 takes it from m = 1: the half2 GEMV and the mma.sync GEMM are fp16 only, and the one other
+// kernel, the AutoGPTQ-style one, streams slower than the Hopper GEMM with 15 of 16 token columns idle
+// (fp16 on the H100: 8192x28672 at m = 1 in 60.1 us, the Hopper GEMM at m = 4 in 53.1 us;
+// benchmarks/results/2026-11-22_h100_final5_bench_kernels.txt, ..._pdl3_ab_bench_kernels.txt).
+int64_t wgmma_min_m(int64_t K, int64_t N, bool bf16) {
   static const int64_t env = env_rows("GPTQ_EXLLAMAV2_WGMMA_MIN_M");
-  return env > 0 ? env : mma_min_m(K, N);
+  return env > 0 ? env : bf16 ? 1 : mma_min_m(K, N);
 }
 int64_t wgmma_max_m(int64_t K, int64_t N) {
   static const int64_t env = env_rows("GPTQ_EXLLAMAV2_WGMMA_MAX_M");
@@ -81,8 +85,8 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   // Rows up to mma_min_m() - 1: the half2 GEMV; from there to 16: the tensor-core GEMM; on Hopper,
   // wgmma_min_m() to wgmma_max_m(): the warpgroup-MMA GEMM; else dequantize + cuBLAS.
   const bool use_gemv = fp16_4bit && M < mma_min_m(s.K, s.N) && exllamav2_gemv_supports(M, group_size);
-  // bf16 takes the Hopper GEMM over the same rows (the GEMV and the mma.sync GEMM are fp16 only).
-  const bool use_wgmma = (fp16_4bit || bf16_4bit) && !use_gemv && M >= wgmma_min_m(s.K, s.N) &&
+  // bf16 takes the Hopper GEMM from m = 1 (the GEMV and the mma.sync GEMM are fp16 only).
+  const bool use_wgmma = (fp16_4bit || bf16_4bit) && !use_gemv && M >= wgmma_min_m(s.K, s.N, bf16_4bit) &&
                          M <= wgmma_max_m(s.K, s.N) &&
                          exllamav2_wgmma_supports(M, group_size) && hopper();
   const bool use_mma = fp16_4bit && !use_gemv && !use_wgmma && exllamav2_mma_supports(M, group_size);
