@@ -5,6 +5,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
+
 namespace gptq::cuda {
 
 template <typename T>
@@ -24,5 +26,17 @@ template <>
 __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// A 2-byte value given as the low 16 bits of a word (e.g. half of a loaded pair), as fp32.
+template <typename T>
+__device__ __forceinline__ float bits_to_float(uint32_t bits);
+template <>
+__device__ __forceinline__ float bits_to_float<__half>(uint32_t bits) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
+}
+template <>
+__device__ __forceinline__ float bits_to_float<__nv_bfloat16>(uint32_t bits) {
+  return __uint_as_float(bits << 16);  // bf16 is the upper half of an fp32
+}
 
 }  // namespace gptq::cuda

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <utility>
 
+#include "common/dtype.cuh"
 #include "common/gemv_launch.h"
 #include "common/pdl.cuh"
 
@@ -45,15 +46,16 @@ __device__ __forceinline__ uint4 load_stream(const uint32_t* p) {
   return v;
 }
 
-// Writes a block's finished [rows, COLS] fp32 tile (shared memory, row stride COLS) to out [M, N]: with
+// Writes a block's finished [rows, COLS] fp32 tile (shared memory, row stride COLS) to out [M, N] (fp16
+// or bf16): with
 // one split (gridDim.y == 1) directly; else as fp32 partial [splits, M, N], after which the last block
 // of the column strip to arrive (counters[blockIdx.x], left at zero again) adds the splits in split
 // order, so the result does not depend on the order in which blocks finish. Starts with a barrier.
 // (Adding the splits through a thread-block cluster's shared memory instead, with no workspace and no
 // counters, was slower on the H100: 28672x8192 m = 1 took 62.6 against 45.9 us with the same 4
 // splits; benchmarks/results/2026-11-22_h100_clusters_bench_kernels.txt.)
-template <int COLS = kColsPerBlock>
-__device__ __forceinline__ void store_tile(const float* tile, int rows, int* last_flag, __half* __restrict__ out,
+template <int COLS = kColsPerBlock, typename T>
+__device__ __forceinline__ void store_tile(const float* tile, int rows, int* last_flag, T* __restrict__ out,
                                            float* __restrict__ partial, int* __restrict__ counters, int64_t M,
                                            int64_t N) {
   __syncthreads();
@@ -64,7 +66,7 @@ __device__ __forceinline__ void store_tile(const float* tile, int rows, int* las
     const int rm = e / COLS, cc = e % COLS;
     if (col_base + cc >= N) continue;
     if (single) {
-      out[rm * N + col_base + cc] = __float2half_rn(tile[e]);
+      out[rm * N + col_base + cc] = from_float<T>(tile[e]);
     } else {
       partial[(int64_t(blockIdx.y) * M + rm) * N + col_base + cc] = tile[e];
     }
@@ -81,7 +83,7 @@ __device__ __forceinline__ void store_tile(const float* tile, int rows, int* las
     if (col_base + cc >= N) continue;
     float total = 0.f;
     for (int y = 0; y < int(gridDim.y); ++y) total += __ldcg(partial + (int64_t(y) * M + rm) * N + col_base + cc);
-    out[rm * N + col_base + cc] = __float2half_rn(total);
+    out[rm * N + col_base + cc] = from_float<T>(total);
   }
   if (t == 0) counters[blockIdx.x] = 0;  // ready for the next call
 }
@@ -89,9 +91,9 @@ __device__ __forceinline__ void store_tile(const float* tile, int rows, int* las
 // Block epilogue of the GEMVs. acc[m][c] is this lane's sum for row m, column 128 * blockIdx.x +
 // 4 * lane + c, over its share of the block's K split; `scale` multiplies the final sums. The warps
 // are added through shared memory red [kWarps][M][128] (the sums land in red[0]), then store_tile.
-template <int M>
+template <int M, typename T>
 __device__ __forceinline__ void finish(const float (&acc)[M][4], float (*red)[M][kColsPerBlock], int* last_flag,
-                                       float scale, __half* __restrict__ out, float* __restrict__ partial,
+                                       float scale, T* __restrict__ out, float* __restrict__ partial,
                                        int* __restrict__ counters, int64_t N) {
   const int t = threadIdx.x, warp = t >> 5, lane = t & 31;
 #pragma unroll
@@ -148,7 +150,7 @@ inline GemvPlan make_plan(Kernel kernel, int batch, int64_t batches, int64_t N, 
 
 // Launches `kernel` on the plan's grid (nullptr: a case no kernel takes).
 inline cudaError_t launch(Kernel kernel, const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
-  if (kernel == nullptr || args.bf16) return cudaErrorInvalidValue;  // the GEMVs and mma.sync GEMM are fp16
+  if (kernel == nullptr) return cudaErrorInvalidValue;
   if (args.N == 0) return cudaSuccess;
   if (plan.splits > 65535 || (plan.splits > 1 && (args.partial == nullptr || args.counters == nullptr)))
     return cudaErrorInvalidValue;

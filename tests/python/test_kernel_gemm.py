@@ -308,12 +308,13 @@ def test_cuda_exllamav2_large_m_groups_formats_act_order(m, group_size, fmt, act
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m", [1, 3, 4, 16, 64, 200])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 16, 64, 200])
 @pytest.mark.parametrize("group_size,fmt,act_order", [(128, "gptq", False), (32, "gptq_v2", True), (-1, "gptq", False)])
 def test_cuda_exllamav2_bf16(m, group_size, fmt, act_order):
-    # bf16 activations and scales: on the H100 the warpgroup-MMA GEMM decodes bf16 weights (q - z) s
-    # from m = 1 (the bf16 tolerance, 2^-8 rounding of x, the weights and y); elsewhere the AutoGPTQ-style
-    # kernel. 2000-sigma outlier channels as in the fp16 tests.
+    # bf16 activations and scales: the GEMV in fp32 arithmetic (on the H100 at m = 1, elsewhere m <= 3),
+    # on the H100 from m = 2 the warpgroup-MMA GEMM, which decodes bf16 weights (q - z) s (the bf16
+    # tolerance: 2^-8 rounding of x, the weights and y); elsewhere the AutoGPTQ-style kernel.
+    # 2000-sigma outlier channels as in the fp16 tests.
     L, W = make_layer(4, 4096, 4352, group_size, act_order=act_order, fmt=fmt, dtype=torch.bfloat16, device="cuda",
                       seed=5 + m + group_size)
     x = torch.randn(m, 4096, device="cuda")
@@ -322,6 +323,41 @@ def test_cuda_exllamav2_bf16(m, group_size, fmt, act_order):
     y = run_exllamav2(L, x, act_order)
     assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
     assert rel_error(y, x.double() @ W.t()) < TOL[torch.bfloat16]
+
+
+_BF16_GEMV_CHECK = """
+import sys, torch
+sys.path.insert(0, {here!r})
+import gptq
+from conftest import rel_error
+from test_kernel_gemm import make_layer, run_exllamav2
+for m in (2, 3, 4):
+    for group_size, fmt, act_order in ((128, "gptq", False), (32, "gptq_v2", True), (-1, "gptq", False)):
+        L, W = make_layer(4, 4160, 4352, group_size, act_order=act_order, fmt=fmt, dtype=torch.bfloat16,
+                          device="cuda", seed=m + group_size)
+        x = torch.randn(m, 4160, device="cuda")
+        x[:, ::97] *= 2000
+        x = x.bfloat16()
+        y = run_exllamav2(L, x, act_order)
+        err = rel_error(y, x.double() @ W.t())
+        assert torch.isfinite(y).all() and err < 1e-2, (m, group_size, err)
+print("ok")
+"""
+
+
+@pytest.mark.gpu
+def test_cuda_exllamav2_bf16_gemv_at_m_2_to_4():
+    # On Hopper bf16 takes the GEMV at m = 1 only; GPTQ_EXLLAMAV2_WGMMA_MIN_M=5 (read once per process,
+    # hence the subprocess) hands it m = 2..4, the rows it serves on other GPUs. K = 4160 ends with a
+    # group of 64 channels at group size 128; 1e-2 as for every bf16 result.
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run([sys.executable, "-c", _BF16_GEMV_CHECK.format(here=here)], capture_output=True, text=True,
+                       env={**os.environ, "GPTQ_EXLLAMAV2_WGMMA_MIN_M": "5"}, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
 
 
 @pytest.mark.gpu

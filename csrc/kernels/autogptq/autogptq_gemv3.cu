@@ -226,6 +226,7 @@ cudaError_t launch_gemv3(const GemvArgs& args, const GemvPlan& plan, cudaStream_
   if (!gemv3_supports(args.M, args.K, args.N, args.group_size) ||
       (args.group_size > 0 && args.group_size % (32 * plan.batch) != 0))
     return cudaErrorInvalidValue;
+  if (args.bf16) return cudaErrorInvalidValue;  // fp16 only
   return gemv::launch(kernel_for(args.M, plan.batch), args, plan, stream);
 }
 

@@ -1,5 +1,5 @@
-// ExLlamaV2-style GEMV for M = 1..4 rows of fp16 activations over 4-bit weights (arithmetic in
-// exllamav2_launch.h).
+// ExLlamaV2-style GEMV for M = 1..4 rows of fp16 or bf16 activations over 4-bit weights (arithmetic
+// in exllamav2_launch.h).
 //
 // Work split. A block is 8 warps over 128 output columns: lane l owns columns 4l..4l+3, so one
 // 16-byte load of a packed row (qweight [K/8, N]) gives it 4 columns x 8 input channels and a warp
@@ -15,6 +15,8 @@
 // Measured in a stand-alone lab against a read-only kernel on the same bytes: 44 us vs 40 us on
 // 8192 x 28672 (see benchmarks/results/2026-11-22_h100_gemv_lab.txt).
 #include "exllamav2_launch.h"
+
+#include <type_traits>
 
 #include "common/gemv.cuh"
 
@@ -43,9 +45,53 @@ __device__ __forceinline__ void zero_addends(uint32_t zw, bool zeros_minus_one, 
   }
 }
 
-template <int M, int ROWS>
+// bf16 arithmetic of one packed row for the M rows of x (fp32 throughout, see exllamav2_launch.h):
+// adds (16 x_i)(16 + q_i / 16) for the even channels i and x_i (16 + q_i) for the odd ones into
+// gacc[m][c] for the lane's 4 columns c, and the column-independent sums 16 sum(x') (x' the scaled x:
+// 16 x_i even, x_i odd) and sum(x) into bias[m] and xsum[m]. xv[m] holds the row's 8 bf16 channels of
+// x row m.
+template <int M>
+__device__ __forceinline__ void bf16_row(const uint4 (&xv)[M], const uint4& w, float (&gacc)[M][4], float (&bias)[M],
+                                         float (&xsum)[M]) {
+  float xf[M][8];  // channel i of the row: 16 x_i (even i) or x_i (odd i), exact
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const uint32_t xw[4] = {xv[m].x, xv[m].y, xv[m].z, xv[m].w};  // word j: channels 2j (low half), 2j + 1
+    float even = 0.f, odd = 0.f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float lo = __uint_as_float(xw[j] << 16);
+      xf[m][2 * j] = lo * 16.0f;
+      xf[m][2 * j + 1] = __uint_as_float(xw[j] & 0xFFFF0000u);
+      even += lo;
+      odd += xf[m][2 * j + 1];
+    }
+    xsum[m] += even + odd;
+    bias[m] = fmaf(256.0f, even, fmaf(16.0f, odd, bias[m]));
+  }
+  const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    // Byte b of the word (channels 2b, 2b + 1) moved to bits 15..22, the top of an fp32 mantissa, where
+    // one LOP3 with 16.0f (0x41800000) makes 16 + q / 16 (nibble at bits 15-18) or 16 + q (bits 19-22).
+    // (The top nibble must stay below bit 23, the exponent's lowest bit. The bias terms, 256 x and
+    // 16 x against products q x, cost up to 8 of fp32's 24 bits: still far finer than bf16's 8.)
+    const uint32_t q = words[c];
+    const uint32_t at15[4] = {q << 15, q << 7, q >> 1, q >> 9};
+#pragma unroll
+    for (int b = 0; b < 4; ++b) {
+      const float lo = __uint_as_float(and_or<0x00078000u, 0x41800000u>(at15[b]));
+      const float hi = __uint_as_float(and_or<0x00780000u, 0x41800000u>(at15[b]));
+#pragma unroll
+      for (int m = 0; m < M; ++m) gacc[m][c] = fmaf(xf[m][2 * b + 1], hi, fmaf(xf[m][2 * b], lo, gacc[m][c]));
+    }
+  }
+}
+
+template <typename T, int M, int ROWS>
 __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(GemvArgs a) {
   static_assert(ROWS % 2 == 0, "two rows share one half2 chain");
+  constexpr bool kHalf = std::is_same_v<T, __half>;
   __shared__ float red[kWarps][M][kColsPerBlock];
   __shared__ int last_flag;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -99,8 +145,7 @@ __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(GemvArgs a) {
 #pragma unroll
       for (int u = 0; u < ROWS; ++u) w[u] = next_w[u];
       const uint2 s = next_s;
-      uint32_t zlo[4], zhi[4];
-      zero_addends(next_z >> zero_shift, a.zeros_minus_one, zlo, zhi);
+      const uint32_t zw = next_z >> zero_shift;
       if (b + kWarps < b_end) fetch(b + kWarps);
 
       const int r0 = b * ROWS;
@@ -109,8 +154,30 @@ __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(GemvArgs a) {
       for (int m = 0; m < M; ++m)
 #pragma unroll
         for (int c = 0; c < 4; ++c) gacc[m][c] = 0.f;
+      if constexpr (!kHalf) {
+        float bias[M], xsum[M];
 #pragma unroll
-      for (int u0 = 0; u0 < ROWS; u0 += 2) {
+        for (int m = 0; m < M; ++m) bias[m] = xsum[m] = 0.f;
+#pragma unroll
+        for (int u = 0; u < ROWS; ++u) {
+          uint4 xv[M];
+#pragma unroll
+          for (int m = 0; m < M; ++m) xv[m] = r0 + u < rows ? __ldg(x4 + int64_t(m) * rows + r0 + u) : make_uint4(0, 0, 0, 0);
+          bf16_row<M>(xv, w[u], gacc, bias, xsum);
+        }
+        // sum x (q - z) = gacc - 16 sum(x') - z sum(x), per column.
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          uint32_t z = (zw >> (4 * c)) & 0xFu;
+          if (a.zeros_minus_one) z = (z + 1u) & 0xFu;
+#pragma unroll
+          for (int m = 0; m < M; ++m) gacc[m][c] -= fmaf(float(z), xsum[m], bias[m]);
+        }
+      }
+      uint32_t zlo[4], zhi[4];
+      if constexpr (kHalf) zero_addends(zw, a.zeros_minus_one, zlo, zhi);
+#pragma unroll
+      for (int u0 = 0; u0 < (kHalf ? ROWS : 0); u0 += 2) {
         // Two packed rows (16 products per lane of a half2) per chain, then into fp32: with the
         // 2^-4 folded into the weights a chain stays below 7.5 max|x|, finite for |x| < 8700.
         __half2 chain[M][4];
@@ -153,8 +220,9 @@ __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(GemvArgs a) {
             gacc[m][c] += f.x + f.y;
           }
       }
-      const float sc[4] = {__low2float(as_half2(s.x)), __high2float(as_half2(s.x)), __low2float(as_half2(s.y)),
-                           __high2float(as_half2(s.y))};
+      // The group's scales (fp16 or bf16 bits): the low half of a word is the lower column.
+      const float sc[4] = {bits_to_float<T>(s.x & 0xFFFFu), bits_to_float<T>(s.x >> 16),
+                           bits_to_float<T>(s.y & 0xFFFFu), bits_to_float<T>(s.y >> 16)};
 #pragma unroll
       for (int m = 0; m < M; ++m)
 #pragma unroll
@@ -162,8 +230,8 @@ __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(GemvArgs a) {
     }
   }
 
-  // The 16 undoes the 2^-4 folded into the weights.
-  gemv::finish<M>(acc, red, &last_flag, 16.0f, a.out, a.partial, a.counters, N);
+  // fp16: the 16 undoes the 2^-4 folded into the weights.
+  gemv::finish<M>(acc, red, &last_flag, kHalf ? 16.0f : 1.0f, reinterpret_cast<T*>(a.out), a.partial, a.counters, N);
 }
 
 // 8 rows per batch when groups allow (group size -1 or a multiple of 64), else 4 (a multiple of 32);
@@ -172,29 +240,34 @@ int rows_per_batch(int64_t M, int64_t group_size) {
   return M == 1 && (group_size < 0 || group_size % 64 == 0) ? 8 : 4;
 }
 
-gemv::Kernel kernel_for(int64_t M, int rows) {
+template <typename T>
+gemv::Kernel kernel_for_type(int64_t M, int rows) {
   switch (M * 10 + rows) {
-    case 18: return exllamav2_gemv_kernel<1, 8>;
-    case 14: return exllamav2_gemv_kernel<1, 4>;
-    case 24: return exllamav2_gemv_kernel<2, 4>;
-    case 34: return exllamav2_gemv_kernel<3, 4>;
-    case 44: return exllamav2_gemv_kernel<4, 4>;
+    case 18: return exllamav2_gemv_kernel<T, 1, 8>;
+    case 14: return exllamav2_gemv_kernel<T, 1, 4>;
+    case 24: return exllamav2_gemv_kernel<T, 2, 4>;
+    case 34: return exllamav2_gemv_kernel<T, 3, 4>;
+    case 44: return exllamav2_gemv_kernel<T, 4, 4>;
     default: return nullptr;
   }
 }
 
+gemv::Kernel kernel_for(int64_t M, int rows, bool bf16) {
+  return bf16 ? kernel_for_type<__nv_bfloat16>(M, rows) : kernel_for_type<__half>(M, rows);
+}
+
 }  // namespace
 
-GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, const GemvDevice& dev) {
+GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, bool bf16, const GemvDevice& dev) {
   const int rows = rows_per_batch(M, group_size);
   const int64_t batches = (K / 8 + rows - 1) / rows;
-  return gemv::make_plan(kernel_for(M, rows), rows, batches, N, dev, kWarps);
+  return gemv::make_plan(kernel_for(M, rows, bf16), rows, batches, N, dev, kWarps);
 }
 
 cudaError_t launch_exllamav2_gemv(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
   if (args.K % 8 != 0 || args.N % 8 != 0 || (args.group_size > 0 && args.group_size % (8 * plan.batch) != 0))
     return cudaErrorInvalidValue;
-  return gemv::launch(kernel_for(args.M, plan.batch), args, plan, stream);
+  return gemv::launch(kernel_for(args.M, plan.batch, args.bf16), args, plan, stream);
 }
 
 }  // namespace gptq::cuda

@@ -28,7 +28,7 @@ inline bool exllamav2_gemv_supports(int64_t M, int64_t group_size) {
 }
 
 // plan.batch: packed rows (8 input channels each) a warp loads at once.
-GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, const GemvDevice& dev);
+GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, bool bf16, const GemvDevice& dev);
 
 cudaError_t launch_exllamav2_gemv(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 

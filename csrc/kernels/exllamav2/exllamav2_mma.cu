@@ -226,6 +226,7 @@ GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, const GemvDevice& d
 cudaError_t launch_exllamav2_mma(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
   if (!exllamav2_mma_supports(args.M, args.group_size) || args.K % 8 != 0 || args.N % 8 != 0)
     return cudaErrorInvalidValue;
+  if (args.bf16) return cudaErrorInvalidValue;  // fp16 only
   return gemv::launch(exllamav2_mma_kernel, args, plan, stream);
 }
 

@@ -42,13 +42,12 @@ int64_t mma_min_m(int64_t K, int64_t N) {
 // (8192x28672: 845 against 920 us; 11008x4096: 184 against 177 us, the one loss); on 4096x4096 it
 // ties at m = 64 and loses above (m = 128: 45.5 against 29.0 us).
 // GPTQ_EXLLAMAV2_WGMMA_MIN_M / _MAX_M override them (tuning only).
-// bf16 takes it from m = 1: the half2 GEMV and the mma.sync GEMM are fp16 only, and the one other
-// kernel, the AutoGPTQ-style one, streams slower than the Hopper GEMM with 15 of 16 token columns idle
-// (fp16 on the H100: 8192x28672 at m = 1 in 60.1 us, the Hopper GEMM at m = 4 in 53.1 us;
-// benchmarks/results/2026-11-22_h100_final5_bench_kernels.txt, ..._pdl3_ab_bench_kernels.txt).
+// bf16 from m = 2: its GEMV, in fp32 arithmetic, has more instructions a weight than the half2 one,
+// and on the H100 loses to the Hopper GEMM from m = 2 (8192x28672 at m = 2: 74.6 against 56.0 us,
+// m = 3: 100.9 against 55.6; benchmarks/results/2026-11-22_h100_bf16-gemv-v0_bench_kernels.txt).
 int64_t wgmma_min_m(int64_t K, int64_t N, bool bf16) {
   static const int64_t env = env_rows("GPTQ_EXLLAMAV2_WGMMA_MIN_M");
-  return env > 0 ? env : bf16 ? 1 : mma_min_m(K, N);
+  return env > 0 ? env : bf16 ? 2 : mma_min_m(K, N);
 }
 int64_t wgmma_max_m(int64_t K, int64_t N) {
   static const int64_t env = env_rows("GPTQ_EXLLAMAV2_WGMMA_MAX_M");
@@ -82,10 +81,11 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   const int64_t M = x.size(0);
   const bool fp16_4bit = x.scalar_type() == at::kHalf && bits == 4 && s.N % 8 == 0;
   const bool bf16_4bit = x.scalar_type() == at::kBFloat16 && bits == 4 && s.N % 8 == 0;
-  // Rows up to mma_min_m() - 1: the half2 GEMV; from there to 16: the tensor-core GEMM; on Hopper,
-  // wgmma_min_m() to wgmma_max_m(): the warpgroup-MMA GEMM; else dequantize + cuBLAS.
-  const bool use_gemv = fp16_4bit && M < mma_min_m(s.K, s.N) && exllamav2_gemv_supports(M, group_size);
-  // bf16 takes the Hopper GEMM from m = 1 (the GEMV and the mma.sync GEMM are fp16 only).
+  // Rows up to mma_min_m() - 1: the GEMV (half2 arithmetic for fp16, fp32 for bf16); from there to
+  // 16: the tensor-core GEMM (fp16); on Hopper, wgmma_min_m() to wgmma_max_m(): the warpgroup-MMA GEMM
+  // (fp16 and bf16); else dequantize + cuBLAS.
+  const bool gemv_rows = M < (bf16_4bit && hopper() ? wgmma_min_m(s.K, s.N, true) : mma_min_m(s.K, s.N));
+  const bool use_gemv = (fp16_4bit || bf16_4bit) && gemv_rows && exllamav2_gemv_supports(M, group_size);
   const bool use_wgmma = (fp16_4bit || bf16_4bit) && !use_gemv && M >= wgmma_min_m(s.K, s.N, bf16_4bit) &&
                          M <= wgmma_max_m(s.K, s.N) &&
                          exllamav2_wgmma_supports(M, group_size) && hopper();
@@ -102,7 +102,8 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   }
 #endif
   auto plan_for = [&](const GemvDevice& dev) {
-    return use_gemv ? exllamav2_gemv_plan(M, s.K, s.N, group_size, dev) : exllamav2_mma_plan(M, s.K, s.N, dev);
+    return use_gemv ? exllamav2_gemv_plan(M, s.K, s.N, group_size, bf16_4bit, dev)
+                    : exllamav2_mma_plan(M, s.K, s.N, dev);
   };
   return run_gemv(op, xp, qweight_sorted, qzeros, scales, s.K, s.N, group_size, checkpoint_format == 1, plan_for,
                   use_gemv ? launch_exllamav2_gemv : launch_exllamav2_mma);
