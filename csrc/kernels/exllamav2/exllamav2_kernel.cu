@@ -162,7 +162,8 @@ __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(GemvArgs a) {
         for (int u = 0; u < ROWS; ++u) {
           uint4 xv[M];
 #pragma unroll
-          for (int m = 0; m < M; ++m) xv[m] = r0 + u < rows ? __ldg(x4 + int64_t(m) * rows + r0 + u) : make_uint4(0, 0, 0, 0);
+          for (int m = 0; m < M; ++m)
+            xv[m] = r0 + u < rows ? __ldg(x4 + int64_t(m) * rows + r0 + u) : make_uint4(0, 0, 0, 0);
           bf16_row<M>(xv, w[u], gacc, bias, xsum);
         }
         // sum x (q - z) = gacc - 16 sum(x') - z sum(x), per column.

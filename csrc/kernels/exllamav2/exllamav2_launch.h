@@ -1,4 +1,4 @@
-// Launcher for the ExLlamaV2-style GEMV: fp16 activations, M = 1..4 rows, 4-bit weights with
+// Launcher for the ExLlamaV2-style GEMV: fp16 or bf16 activations, M = 1..4 rows, 4-bit weights with
 // contiguous groups (act-order layers have their rows sorted by group at load, gptq::exllamav2_prepare).
 //
 // Arithmetic. Where the AutoGPTQ-style kernel decodes one weight per instruction into fp32, this one
@@ -9,6 +9,11 @@
 // weights, one shift per word. The half2 chains cover two packed rows (16 input channels) and are
 // added into fp32 accumulators; the group scale (and the 16) is applied in fp32 once per batch, so
 // rounding stays at the level of fp16 products.
+//
+// bf16 (7 mantissa bits) cannot hold those products, so its GEMV works in fp32: a shift and a LOP3
+// with 16.0f make 16 + q/16 or 16 + q from a nibble at the top of an fp32 mantissa, one FFMA a weight
+// adds x (16 + q) (x scaled by 16 for the low nibbles, exactly), and the bias sum 16 sum(x') and
+// z sum(x) are removed per batch and column: 3 shifts, 8 LOP3 and 8 FFMA a word at M = 1.
 #pragma once
 
 #include <cuda_fp16.h>
