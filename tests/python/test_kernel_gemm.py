@@ -479,32 +479,37 @@ def test_cuda_autogptq_3bit_split_k_repeats_bit_exactly():
 # with no synchronization in between, so a read of x, or a weight load, ahead of the wait shows up as a
 # wrong result, and so does a write of partials or counters that the call before still needs.
 def run_gemm_op(L, x, bits):
-    if bits == 3:
+    if bits != 4:  # 3 bits: the 3-bit GEMV at m <= 4; 2 and 8 bits: the AutoGPTQ-style GEMV
         return run_autogptq(L, x, False)
     return torch.ops.gptq.exllamav2_gemm(x, L["qweight"], L["qzeros"], L["scales"], None, 4, L["group_size"], L["fmt"])
 
 
 def square_layers(bits, K, count, seed, dtype=torch.float16):
     """`count` K x K layers whose scales are divided by a power of two (exact in fp16) so that a chain
-    of them keeps |y| of the order of |x|: with s ~ 0.011 and rms |q - z| of 6.5 (4 bits) or 3.2 (3 bits)
-    an output has rms sqrt(K) s |q - z| |x|, 4.6 |x| or 2.3 |x| at K = 4096; divided by 8 or 4: 0.6 |x|."""
-    div = 8 if bits == 4 else 4
+    of them keeps |y| of the order of |x|: with s ~ 0.011 and rms |q - z| of 1.6, 3.2, 6.5 or 104 (2, 3,
+    4, 8 bits) an output has rms sqrt(K) s |q - z| |x|, 1.1, 2.3, 4.6 or 73 |x| at K = 4096; divided by
+    2, 4, 8 or 128: about 0.6 |x|."""
+    div = {2: 2, 3: 4, 4: 8, 8: 128}[bits]
     layers = []
     for i in range(count):
         L, W = make_layer(bits, K, K, 128, dtype=dtype, device="cuda", seed=seed + i)
-        L["scales"] = L["scales"] / div
-        layers.append((L, W / div))
+        old = L["scales"]
+        L["scales"] = old / div  # fp16 scales of 8-bit layers become subnormal: the reference takes them as stored
+        ratio = L["scales"].double() / old.double()  # [G, N]
+        layers.append((L, W * ratio[L["g_idx"].long()].t()))
     return layers
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("bits,m,dtype", [(4, 1, torch.float16), (4, 3, torch.float16), (4, 16, torch.float16),
                                           (4, 32, torch.float16), (4, 64, torch.float16), (3, 1, torch.float16),
-                                          (3, 4, torch.float16), (4, 1, torch.bfloat16)])
+                                          (3, 4, torch.float16), (4, 1, torch.bfloat16), (8, 1, torch.float16),
+                                          (2, 3, torch.float16), (8, 1, torch.bfloat16)])
 @pytest.mark.parametrize("graph", [False, True])
 def test_cuda_chained_calls_each_read_the_finished_output_of_the_one_before(bits, m, dtype, graph):
     # 8 layers of 4096 x 4096 (split K at every m here; on the H100 fp16 m = 1, 3 and 3-bit take the
-    # half2 GEMVs, m = 16..64 and bf16 the Hopper GEMM), each fed the previous one's output: eagerly
+    # half2 GEMVs, m = 16..64 the Hopper GEMM, bf16 the fp32 GEMV, 2 and 8 bits the AutoGPTQ-style
+    # GEMV with its split-reduction kernel), each fed the previous one's output: eagerly
     # with one synchronization at the end, or captured in a CUDA graph and replayed on a new input.
     # Each step is checked against float64 on the input it actually got (2e-3 in fp16, 1e-2 in bf16: one
     # rounding of y).
@@ -539,7 +544,7 @@ def test_cuda_chained_calls_each_read_the_finished_output_of_the_one_before(bits
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("bits,m", [(4, 1), (4, 16), (4, 64), (3, 1)])
+@pytest.mark.parametrize("bits,m", [(4, 1), (4, 16), (4, 64), (3, 1), (8, 1)])
 def test_cuda_call_sees_weights_written_just_before_it(bits, m):
     # A kernel rewrites the packed weights in place and the GEMM follows at once: it must use the new
     # codes (weights are only prefetched ahead of the wait, never loaded). Alternating two layers'

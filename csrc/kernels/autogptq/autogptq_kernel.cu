@@ -24,6 +24,7 @@
 
 #include "common/dtype.cuh"
 #include "common/packing.h"
+#include "common/pdl.cuh"
 
 #include <algorithm>
 #include <type_traits>
@@ -122,6 +123,15 @@ __global__ void __launch_bounds__(kThreads) autogptq_gemv_kernel(
   const int64_t wp_begin = p_begin + static_cast<int64_t>(warp) * warp_periods;
   const int64_t wp_end = min(p_end, wp_begin + warp_periods);
   const int64_t zero_row_words = N * BITS / 32;
+
+  // The warp's first U periods into L2 while the kernel before may still run; x and every write wait
+  // for it (common/pdl.cuh).
+  if (col_ok) {
+    for (int64_t p = wp_begin; p < min(wp_end, wp_begin + U); ++p)
+      for (int w = 0; w < PW; ++w) pdl::prefetch_l2(qweight + (p * PW + w) * N + n0);
+  }
+  pdl::wait();
+  pdl::launch_dependents();
 
   for (int64_t m0 = 0; m0 < M; m0 += MT) {
     __syncthreads();  // the previous row tile is done with shared memory (the reduction reuses it)
@@ -293,6 +303,8 @@ __global__ void __launch_bounds__(kThreads) autogptq_gemv_kernel(
 template <typename T>
 __global__ void reduce_splits_kernel(const float* __restrict__ partial, T* __restrict__ out, int64_t mn,
                                      int splits) {
+  pdl::wait();  // the partials are the GEMV's output
+  pdl::launch_dependents();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= mn) return;
   float s = 0.f;
@@ -331,14 +343,13 @@ cudaError_t launch_typed(const T* x, const uint32_t* qweight, const uint32_t* qz
   const size_t smem = std::max(stage, reduce);
   if (plan.splits > 65535) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(plan.col_blocks), static_cast<unsigned>(plan.splits));
-  autogptq_gemv_kernel<T, BITS, MT, PER_K><<<grid, kThreads, smem, stream>>>(
-      x, qweight, qzeros, scales, g_idx, out, workspace, M, K, N, group_size, zeros_minus_one, plan.warp_periods);
-  cudaError_t err = cudaGetLastError();
+  cudaError_t err = pdl::launch(autogptq_gemv_kernel<T, BITS, MT, PER_K>, grid, dim3(kThreads), smem, stream, x,
+                                qweight, qzeros, scales, g_idx, out, workspace, M, K, N, group_size,
+                                zeros_minus_one, plan.warp_periods);
   if (err != cudaSuccess || plan.splits == 1) return err;
   const int64_t mn = M * N;
-  reduce_splits_kernel<T><<<static_cast<unsigned>((mn + 255) / 256), 256, 0, stream>>>(
-      workspace, out, mn, static_cast<int>(plan.splits));
-  return cudaGetLastError();
+  return pdl::launch(reduce_splits_kernel<T>, dim3(static_cast<unsigned>((mn + 255) / 256)), dim3(256), 0, stream,
+                     static_cast<const float*>(workspace), out, mn, static_cast<int>(plan.splits));
 }
 
 template <typename T, int BITS>
