@@ -154,7 +154,54 @@ __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(GemvArgs a) {
       for (int m = 0; m < M; ++m)
 #pragma unroll
         for (int c = 0; c < 4; ++c) gacc[m][c] = 0.f;
-      if constexpr (!kHalf) {
+      if constexpr (kHalf) {
+        uint32_t zlo[4], zhi[4];
+        zero_addends(zw, a.zeros_minus_one, zlo, zhi);
+#pragma unroll
+        for (int u0 = 0; u0 < ROWS; u0 += 2) {
+          // Two packed rows (16 products per lane of a half2) per chain, then into fp32: with the
+          // 2^-4 folded into the weights a chain stays below 7.5 max|x|, finite for |x| < 8700.
+          __half2 chain[M][4];
+#pragma unroll
+          for (int u = u0; u < u0 + 2; ++u) {
+            const bool in_k = r0 + u < rows;
+            __half2 xp[M][4];  // (x[8r+i], x[8r+i+4]) for i = 0..3, the pairs of the weight fields below
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+              const uint4 xv = in_k ? __ldg(x4 + int64_t(m) * rows + r0 + u) : make_uint4(0, 0, 0, 0);
+              xp[m][0] = as_half2(__byte_perm(xv.x, xv.z, 0x5410));
+              xp[m][1] = as_half2(__byte_perm(xv.x, xv.z, 0x7632));
+              xp[m][2] = as_half2(__byte_perm(xv.y, xv.w, 0x5410));
+              xp[m][3] = as_half2(__byte_perm(xv.y, xv.w, 0x7632));
+            }
+            const uint32_t words[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+              // Nibble i of a word is input channel 8r + i. Masks 0x000F000F and 0x00F000F0 on q and
+              // on q >> 8 pick the pairs (0,4), (1,5), (2,6), (3,7); one HFMA2 each makes (q - z)/16.
+              const uint32_t q = words[c], q8 = q >> 8;
+              const __half2 d0 = __hfma2(as_half2(and_or<0x000F000Fu, 0x64006400u>(q)), k16, as_half2(zlo[c]));
+              const __half2 d1 = __hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(q)), k256, as_half2(zhi[c]));
+              const __half2 d2 = __hfma2(as_half2(and_or<0x000F000Fu, 0x64006400u>(q8)), k16, as_half2(zlo[c]));
+              const __half2 d3 = __hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(q8)), k256, as_half2(zhi[c]));
+#pragma unroll
+              for (int m = 0; m < M; ++m) {
+                __half2 t = u == u0 ? __hmul2(xp[m][0], d0) : __hfma2(xp[m][0], d0, chain[m][c]);
+                t = __hfma2(xp[m][1], d1, t);
+                t = __hfma2(xp[m][2], d2, t);
+                chain[m][c] = __hfma2(xp[m][3], d3, t);
+              }
+            }
+          }
+#pragma unroll
+          for (int m = 0; m < M; ++m)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+              const float2 f = __half22float2(chain[m][c]);
+              gacc[m][c] += f.x + f.y;
+            }
+        }
+      } else {
         float bias[M], xsum[M];
 #pragma unroll
         for (int m = 0; m < M; ++m) bias[m] = xsum[m] = 0.f;
@@ -174,52 +221,6 @@ __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(GemvArgs a) {
 #pragma unroll
           for (int m = 0; m < M; ++m) gacc[m][c] -= fmaf(float(z), xsum[m], bias[m]);
         }
-      }
-      uint32_t zlo[4], zhi[4];
-      if constexpr (kHalf) zero_addends(zw, a.zeros_minus_one, zlo, zhi);
-#pragma unroll
-      for (int u0 = 0; u0 < (kHalf ? ROWS : 0); u0 += 2) {
-        // Two packed rows (16 products per lane of a half2) per chain, then into fp32: with the
-        // 2^-4 folded into the weights a chain stays below 7.5 max|x|, finite for |x| < 8700.
-        __half2 chain[M][4];
-#pragma unroll
-        for (int u = u0; u < u0 + 2; ++u) {
-          const bool in_k = r0 + u < rows;
-          __half2 xp[M][4];  // (x[8r+i], x[8r+i+4]) for i = 0..3, the pairs of the weight fields below
-#pragma unroll
-          for (int m = 0; m < M; ++m) {
-            const uint4 xv = in_k ? __ldg(x4 + int64_t(m) * rows + r0 + u) : make_uint4(0, 0, 0, 0);
-            xp[m][0] = as_half2(__byte_perm(xv.x, xv.z, 0x5410));
-            xp[m][1] = as_half2(__byte_perm(xv.x, xv.z, 0x7632));
-            xp[m][2] = as_half2(__byte_perm(xv.y, xv.w, 0x5410));
-            xp[m][3] = as_half2(__byte_perm(xv.y, xv.w, 0x7632));
-          }
-          const uint32_t words[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
-#pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            // Nibble i of a word is input channel 8r + i. Masks 0x000F000F and 0x00F000F0 on q and
-            // on q >> 8 pick the pairs (0,4), (1,5), (2,6), (3,7); one HFMA2 each makes (q - z)/16.
-            const uint32_t q = words[c], q8 = q >> 8;
-            const __half2 d0 = __hfma2(as_half2(and_or<0x000F000Fu, 0x64006400u>(q)), k16, as_half2(zlo[c]));
-            const __half2 d1 = __hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(q)), k256, as_half2(zhi[c]));
-            const __half2 d2 = __hfma2(as_half2(and_or<0x000F000Fu, 0x64006400u>(q8)), k16, as_half2(zlo[c]));
-            const __half2 d3 = __hfma2(as_half2(and_or<0x00F000F0u, 0x64006400u>(q8)), k256, as_half2(zhi[c]));
-#pragma unroll
-            for (int m = 0; m < M; ++m) {
-              __half2 t = u == u0 ? __hmul2(xp[m][0], d0) : __hfma2(xp[m][0], d0, chain[m][c]);
-              t = __hfma2(xp[m][1], d1, t);
-              t = __hfma2(xp[m][2], d2, t);
-              chain[m][c] = __hfma2(xp[m][3], d3, t);
-            }
-          }
-        }
-#pragma unroll
-        for (int m = 0; m < M; ++m)
-#pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            const float2 f = __half22float2(chain[m][c]);
-            gacc[m][c] += f.x + f.y;
-          }
       }
       // The group's scales (fp16 or bf16 bits): the low half of a word is the lower column.
       const float sc[4] = {bits_to_float<T>(s.x & 0xFFFFu), bits_to_float<T>(s.x >> 16),

@@ -84,11 +84,12 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   // Rows up to mma_min_m() - 1: the GEMV (half2 arithmetic for fp16, fp32 for bf16); from there to
   // 16: the tensor-core GEMM (fp16); on Hopper, wgmma_min_m() to wgmma_max_m(): the warpgroup-MMA GEMM
   // (fp16 and bf16); else dequantize + cuBLAS.
-  const bool gemv_rows = M < (bf16_4bit && hopper() ? wgmma_min_m(s.K, s.N, true) : mma_min_m(s.K, s.N));
+  const bool on_hopper = hopper();
+  const bool gemv_rows = M < (bf16_4bit && on_hopper ? wgmma_min_m(s.K, s.N, true) : mma_min_m(s.K, s.N));
   const bool use_gemv = (fp16_4bit || bf16_4bit) && gemv_rows && exllamav2_gemv_supports(M, group_size);
   const bool use_wgmma = (fp16_4bit || bf16_4bit) && !use_gemv && M >= wgmma_min_m(s.K, s.N, bf16_4bit) &&
                          M <= wgmma_max_m(s.K, s.N) &&
-                         exllamav2_wgmma_supports(M, group_size) && hopper();
+                         exllamav2_wgmma_supports(M, group_size) && on_hopper;
   const bool use_mma = fp16_4bit && !use_gemv && !use_wgmma && exllamav2_mma_supports(M, group_size);
   if (!use_gemv && !use_mma && !use_wgmma) {
     return gptq::autogptq_gemm(xp, qweight_sorted, qzeros, scales, c10::nullopt, bits, group_size,
