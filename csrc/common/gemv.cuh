@@ -148,8 +148,10 @@ inline GemvPlan make_plan(Kernel kernel, int batch, int64_t batches, int64_t N, 
   return p;
 }
 
-// Launches `kernel` on the plan's grid (nullptr: a case no kernel takes).
-inline cudaError_t launch(Kernel kernel, const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
+// Launches `kernel` on the plan's grid (nullptr: a case no kernel takes), as a dependent launch
+// (common/pdl.cuh) unless `dependent` is false.
+inline cudaError_t launch(Kernel kernel, const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream,
+                          bool dependent = true) {
   if (kernel == nullptr) return cudaErrorInvalidValue;
   if (args.N == 0) return cudaSuccess;
   if (plan.splits > 65535 || (plan.splits > 1 && (args.partial == nullptr || args.counters == nullptr)))
@@ -157,7 +159,7 @@ inline cudaError_t launch(Kernel kernel, const GemvArgs& args, const GemvPlan& p
   GemvArgs a = args;
   a.batches_per_split = static_cast<int>(plan.batches_per_split);
   const dim3 grid(static_cast<unsigned>(plan.col_blocks), static_cast<unsigned>(plan.splits));
-  return pdl::launch(kernel, grid, dim3(kThreads), 0, stream, a);
+  return pdl::launch(dependent, kernel, grid, dim3(kThreads), 0, stream, a);
 }
 
 }  // namespace gptq::cuda::gemv

@@ -360,6 +360,47 @@ def test_cuda_exllamav2_bf16_gemv_at_m_2_to_4():
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
 
 
+_BLOCKS_PER_SM_CHECK = """
+import sys, torch
+sys.path.insert(0, {here!r})
+import gptq
+from conftest import rel_error
+from test_kernel_gemm import make_layer, run_exllamav2
+for K, N, group_size, dtype in ((4096, 4096, 128, torch.float16), (11008, 4096, 32, torch.float16),
+                                (4104, 4352, -1, torch.float16), (8192, 8192, 128, torch.bfloat16)):
+    for m in (5, 16):
+        L, W = make_layer(4, K, N, group_size, dtype=dtype, device="cuda", seed=K + N + m)
+        x = torch.randn(m, K, device="cuda")
+        x[:, ::89] *= 2000
+        x = x.to(dtype)
+        y = run_exllamav2(L, x, False)
+        err = rel_error(y, x.double() @ W.t())
+        tol = 2e-3 if dtype == torch.float16 else 1e-2
+        assert torch.isfinite(y).all() and err < tol, (K, N, group_size, dtype, m, err)
+print("ok")
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("blocks", ["1", "2"])
+def test_cuda_exllamav2_hopper_gemm_one_and_two_blocks_an_sm(blocks):
+    # At 16 tokens a block the Hopper GEMM's plan picks one block an SM (a 9-stage pipeline) or two (4
+    # stages each) by shape; GPTQ_EXLLAMAV2_WGMMA_BLOCKS_PER_SM (read once per process, hence the
+    # subprocess) forces either on shapes where the plan picks the other: 4096x4096 and 11008x4096
+    # (one), 8192x8192 (two), and 4104x4352 (K ends with a partial stage). 2000-sigma outlier channels,
+    # m = 5 and 16 (a partial and a full token tile); the op's tolerances. Off Hopper the variable is
+    # unused and the cases test the other paths.
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "GPTQ_EXLLAMAV2_WGMMA_BLOCKS_PER_SM": blocks}
+    r = subprocess.run([sys.executable, "-c", _BLOCKS_PER_SM_CHECK.format(here=here)], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("m", [1, 5, 17, 129])
 @pytest.mark.parametrize("K,N,group_size", [(4104, 4352, -1), (4160, 264, 512), (64, 4096, 64)])

@@ -227,7 +227,10 @@ cudaError_t launch_gemv3(const GemvArgs& args, const GemvPlan& plan, cudaStream_
       (args.group_size > 0 && args.group_size % (32 * plan.batch) != 0))
     return cudaErrorInvalidValue;
   if (args.bf16) return cudaErrorInvalidValue;  // fp16 only
-  return gemv::launch(kernel_for(args.M, plan.batch), args, plan, stream);
+  // Dependent launches at M = 1 only: from M = 2 the kernel spends more time decoding than streaming,
+  // and on the H100 it measured slower with them at M = 4 on 8192x28672 (119.4-123.8 against
+  // 106.3-110.5 us in three A/B pairs; benchmarks/results/2026-11-22_h100_pdl3_ab_bench_kernels.txt).
+  return gemv::launch(kernel_for(args.M, plan.batch), args, plan, stream, /*dependent=*/args.M == 1);
 }
 
 }  // namespace gptq::cuda

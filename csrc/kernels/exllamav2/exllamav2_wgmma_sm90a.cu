@@ -82,7 +82,7 @@ struct Layout {
   static constexpr int kScale = kW + kStageRows * kWPitch;        // [4 groups][256] half
   static constexpr int kZero = kScale + kMaxGroups * kCols * 2;   // [4 groups][32] words
   static constexpr int kStage = kZero + kMaxGroups * kCols / 8 * 4;
-  static constexpr int kStages = std::min(8, kSmemBudget / CTAS / kStage);
+  static constexpr int kStages = std::min(9, kSmemBudget / CTAS / kStage);  // 9: 16 tokens, one block an SM
   static constexpr int kAhead = kStages - 2;                      // stages in flight
   static constexpr int kSmem = kStages * kStage;
   static_assert(kStage % 128 == 0 && kAhead >= 2, "stage layout");
@@ -398,17 +398,14 @@ __global__ void __launch_bounds__(kThreads, CTAS) wgmma_kernel(GemvArgs a) {
 
 int tokens_a_block(int64_t M) { return M <= 16 ? 16 : M <= 32 ? 32 : M <= 64 ? 64 : 128; }
 
-// Blocks resident per SM: two for 16 tokens (108 registers and a 4-stage pipeline fit twice), else
-// one. On the H100 two took 8192x28672 at m = 16 from 70.8 to 66.2 us and 28672x8192 from 67.1 to
-// 60.0 us; at 32 tokens they were slower (75.7 against 72.6 us;
-// benchmarks/results/2026-11-22_h100_wgmma_lab_v4_ctas.txt). GPTQ_EXLLAMAV2_WGMMA_BLOCKS_PER_SM=1 forces one
-// (tuning only; named GPTQ_WGMMA_CTAS in that lab run).
-int blocks_per_sm(int bt) {
+// GPTQ_EXLLAMAV2_WGMMA_BLOCKS_PER_SM: 1 or 2 forces the blocks an SM at 16 tokens (tuning only; named
+// GPTQ_WGMMA_CTAS in the lab); 0 or unset: the plan's choice.
+int forced_blocks_per_sm() {
   static const int forced = [] {
     const char* e = std::getenv("GPTQ_EXLLAMAV2_WGMMA_BLOCKS_PER_SM");
     return e != nullptr ? std::atoi(e) : 0;
   }();
-  return bt <= 16 && forced != 1 ? 2 : 1;
+  return forced;
 }
 
 template <typename T, int BT, int CTAS>
@@ -449,22 +446,38 @@ cudaError_t launch_typed(const GemvArgs& args, const GemvPlan& plan, cudaStream_
 }  // namespace
 
 GemvPlan exllamav2_wgmma_plan(int64_t M, int64_t K, int64_t N, const GemvDevice& dev) {
-  GemvPlan p;
   const int bt = tokens_a_block(M);
-  p.batch = bt;
   const int64_t token_tiles = (M + bt - 1) / bt;
   const int64_t num_stages = (K + kStageK - 1) / kStageK;
-  p.col_blocks = (N + kCols - 1) / kCols * token_tiles;
-  // Split K until the blocks fill one wave, with at least 4 stages a split and at most 8 splits (each
-  // adds M x N fp32 partials; 15 splits made 11008x4096 at m = 16 slower, 26.4 against 22.8 us).
-  const int64_t slots = int64_t(dev.sm_count) * blocks_per_sm(bt);
-  int64_t splits = std::max<int64_t>(1, slots / std::max<int64_t>(p.col_blocks, 1));
-  splits = std::min<int64_t>(splits, std::max<int64_t>(1, num_stages / 4));
-  splits = std::min<int64_t>(splits, std::max<int64_t>(1, std::min<int64_t>(8, dev.max_splits)));
-  p.batches_per_split = (num_stages + splits - 1) / splits;
-  p.splits = (num_stages + p.batches_per_split - 1) / p.batches_per_split;
-  p.workspace_bytes = token_tiles * bt * num_stages * kStageK * 2;
-  return p;
+  auto plan = [&](int blocks_per_sm) {
+    GemvPlan p;
+    p.batch = bt;
+    p.blocks_per_sm = blocks_per_sm;
+    p.col_blocks = (N + kCols - 1) / kCols * token_tiles;
+    // Split K until the blocks fill one wave, with at least 4 stages a split and at most 8 splits
+    // (each adds M x N fp32 partials; 15 splits made 11008x4096 at m = 16 slower, 26.4 against 22.8 us).
+    const int64_t slots = int64_t(dev.sm_count) * blocks_per_sm;
+    int64_t splits = std::max<int64_t>(1, slots / std::max<int64_t>(p.col_blocks, 1));
+    splits = std::min<int64_t>(splits, std::max<int64_t>(1, num_stages / 4));
+    splits = std::min<int64_t>(splits, std::max<int64_t>(1, std::min<int64_t>(8, dev.max_splits)));
+    p.batches_per_split = (num_stages + splits - 1) / splits;
+    p.splits = (num_stages + p.batches_per_split - 1) / p.batches_per_split;
+    p.workspace_bytes = token_tiles * bt * num_stages * kStageK * 2;
+    return p;
+  };
+  // Blocks an SM: one, except at 16 tokens, where two blocks of a 4-stage pipeline (2 stages in
+  // flight each) beat one block of 9 stages (7 in flight) where the two fill the GPU with long splits:
+  // 8192x28672 at m = 16 in 54.4-54.6 against 58.4 us, 8192x8192 at m = 4 in 20.3 against 21.5-21.7.
+  // Where the second block would find no work (8 splits of 16 column blocks: 128 blocks for 132 SMs)
+  // or the splits are short (fewer than 8 stages), one block wins: 11008x4096 at m = 4 / 16 in
+  // 16.9-17.2 / 18.7-19.2 against 21.3-21.5 / 23.6-23.7 us, 4096x4096 at m = 16 12.0 against 13.5-13.7,
+  // 4096x11008 (6 splits of 6 stages) 19.0-19.3 against 20.7-20.9
+  // (benchmarks/results/2026-11-22_h100_s6_blocks-per-sm_bench_kernels.txt).
+  const int forced = forced_blocks_per_sm();
+  if (bt != 16 || forced == 1) return plan(1);
+  const GemvPlan two = plan(2);
+  if (forced == 2) return two;
+  return two.col_blocks * two.splits <= dev.sm_count || two.batches_per_split < 8 ? plan(1) : two;
 }
 
 cudaError_t launch_exllamav2_wgmma(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
@@ -472,12 +485,13 @@ cudaError_t launch_exllamav2_wgmma(const GemvArgs& args, const GemvPlan& plan, c
   if (!exllamav2_wgmma_supports(args.M, args.group_size) || args.K % 8 != 0 || args.N % 8 != 0 ||
       args.K / 8 * args.N >= (int64_t{1} << 31) || args.K * args.N / 32 >= (int64_t{1} << 31) ||
       args.workspace == nullptr || (plan.splits > 1 && (args.partial == nullptr || args.counters == nullptr)) ||
-      plan.splits > 65535 || plan.batch != tokens_a_block(args.M))
+      plan.splits > 65535 || plan.batch != tokens_a_block(args.M) ||
+      (plan.blocks_per_sm != 1 && (plan.blocks_per_sm != 2 || plan.batch != 16)))
     return cudaErrorInvalidValue;
   if (args.N == 0 || args.M == 0) return cudaSuccess;
   switch (plan.batch) {
     case 16:
-      return blocks_per_sm(16) == 2 ? launch_typed<16, 2>(args, plan, stream) : launch_typed<16, 1>(args, plan, stream);
+      return plan.blocks_per_sm == 2 ? launch_typed<16, 2>(args, plan, stream) : launch_typed<16, 1>(args, plan, stream);
     case 32: return launch_typed<32, 1>(args, plan, stream);
     case 64: return launch_typed<64, 1>(args, plan, stream);
     default: return launch_typed<128, 1>(args, plan, stream);
