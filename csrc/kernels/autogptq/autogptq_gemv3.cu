@@ -230,6 +230,8 @@ cudaError_t launch_gemv3(const GemvArgs& args, const GemvPlan& plan, cudaStream_
   // Dependent launches at M = 1 only: from M = 2 the kernel spends more time decoding than streaming,
   // and on the H100 it measured slower with them at M = 4 on 8192x28672 (119.4-123.8 against
   // 106.3-110.5 us in three A/B pairs; benchmarks/results/2026-11-22_h100_pdl3_ab_bench_kernels.txt).
+  // Launched plainly at M = 4 it takes 105.8 us there (..._s6_gemv3-pdl-m1_bench_kernels.txt); the
+  // smaller layers lose 0.3-1.5 us at M = 4 (4096x4096: 13.0 against 11.5 us, ..._s6final_...).
   return gemv::launch(kernel_for(args.M, plan.batch), args, plan, stream, /*dependent=*/args.M == 1);
 }
 

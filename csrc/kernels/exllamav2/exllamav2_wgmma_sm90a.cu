@@ -465,8 +465,10 @@ GemvPlan exllamav2_wgmma_plan(int64_t M, int64_t K, int64_t N, const GemvDevice&
     p.workspace_bytes = token_tiles * bt * num_stages * kStageK * 2;
     return p;
   };
-  // Blocks an SM: one, except at 16 tokens, where two blocks of a 4-stage pipeline (2 stages in
-  // flight each) beat one block of 9 stages (7 in flight) where the two fill the GPU with long splits:
+  // Blocks an SM: one from 32 tokens (two blocks of 32 tokens were slower, 75.7 against 72.6 us on
+  // 8192x28672 at m = 32; benchmarks/results/2026-11-22_h100_wgmma_lab_v4_ctas.txt). At 16 tokens two
+  // blocks of a 4-stage pipeline (2 stages in flight each, 16 warps an SM) beat one block of 9 stages
+  // (7 in flight) where the two fill the GPU with long splits:
   // 8192x28672 at m = 16 in 54.4-54.6 against 58.4 us, 8192x8192 at m = 4 in 20.3 against 21.5-21.7.
   // Where the second block would find no work (8 splits of 16 column blocks: 128 blocks for 132 SMs)
   // or the splits are short (fewer than 8 stages), one block wins: 11008x4096 at m = 4 / 16 in
