@@ -325,12 +325,23 @@ def test_cuda_exllamav2_bf16(m, group_size, fmt, act_order):
     assert rel_error(y, x.double() @ W.t()) < TOL[torch.bfloat16]
 
 
+def run_in_subprocess(body, env):
+    """Runs `body` (Python that ends by printing "ok") in a fresh interpreter with `env` added to the
+    environment: the kernels read their tuning variables once per process. The body sees torch, gptq,
+    rel_error, make_layer, run_exllamav2 and TOL."""
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    header = (f"import sys, torch\nsys.path.insert(0, {here!r})\nimport gptq\nfrom conftest import rel_error\n"
+              "from test_kernel_gemm import TOL, make_layer, run_exllamav2\n")
+    r = subprocess.run([sys.executable, "-c", header + body], capture_output=True, text=True,
+                       env={**os.environ, **env}, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+
+
 _BF16_GEMV_CHECK = """
-import sys, torch
-sys.path.insert(0, {here!r})
-import gptq
-from conftest import rel_error
-from test_kernel_gemm import make_layer, run_exllamav2
 for m in (2, 3, 4):
     for group_size, fmt, act_order in ((128, "gptq", False), (32, "gptq_v2", True), (-1, "gptq", False)):
         L, W = make_layer(4, 4160, 4352, group_size, act_order=act_order, fmt=fmt, dtype=torch.bfloat16,
@@ -340,7 +351,7 @@ for m in (2, 3, 4):
         x = x.bfloat16()
         y = run_exllamav2(L, x, act_order)
         err = rel_error(y, x.double() @ W.t())
-        assert torch.isfinite(y).all() and err < 1e-2, (m, group_size, err)
+        assert torch.isfinite(y).all() and err < TOL[torch.bfloat16], (m, group_size, err)
 print("ok")
 """
 
@@ -350,22 +361,10 @@ def test_cuda_exllamav2_bf16_gemv_at_m_2_to_4():
     # On Hopper bf16 takes the GEMV at m = 1 only; GPTQ_EXLLAMAV2_WGMMA_MIN_M=5 (read once per process,
     # hence the subprocess) hands it m = 2..4, the rows it serves on other GPUs. K = 4160 ends with a
     # group of 64 channels at group size 128; 1e-2 as for every bf16 result.
-    import os
-    import subprocess
-    import sys
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    r = subprocess.run([sys.executable, "-c", _BF16_GEMV_CHECK.format(here=here)], capture_output=True, text=True,
-                       env={**os.environ, "GPTQ_EXLLAMAV2_WGMMA_MIN_M": "5"}, timeout=300)
-    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+    run_in_subprocess(_BF16_GEMV_CHECK, {"GPTQ_EXLLAMAV2_WGMMA_MIN_M": "5"})
 
 
 _BLOCKS_PER_SM_CHECK = """
-import sys, torch
-sys.path.insert(0, {here!r})
-import gptq
-from conftest import rel_error
-from test_kernel_gemm import make_layer, run_exllamav2
 for K, N, group_size, dtype in ((4096, 4096, 128, torch.float16), (11008, 4096, 32, torch.float16),
                                 (4104, 4352, -1, torch.float16), (8192, 8192, 128, torch.bfloat16)):
     for m in (5, 16):
@@ -375,8 +374,7 @@ for K, N, group_size, dtype in ((4096, 4096, 128, torch.float16), (11008, 4096, 
         x = x.to(dtype)
         y = run_exllamav2(L, x, False)
         err = rel_error(y, x.double() @ W.t())
-        tol = 2e-3 if dtype == torch.float16 else 1e-2
-        assert torch.isfinite(y).all() and err < tol, (K, N, group_size, dtype, m, err)
+        assert torch.isfinite(y).all() and err < TOL[dtype], (K, N, group_size, dtype, m, err)
 print("ok")
 """
 
@@ -390,15 +388,7 @@ def test_cuda_exllamav2_hopper_gemm_one_and_two_blocks_an_sm(blocks):
     # (one), 8192x8192 (two), and 4104x4352 (K ends with a partial stage). 2000-sigma outlier channels,
     # m = 5 and 16 (a partial and a full token tile); the op's tolerances. Off Hopper the variable is
     # unused and the cases test the other paths.
-    import os
-    import subprocess
-    import sys
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = {**os.environ, "GPTQ_EXLLAMAV2_WGMMA_BLOCKS_PER_SM": blocks}
-    r = subprocess.run([sys.executable, "-c", _BLOCKS_PER_SM_CHECK.format(here=here)], capture_output=True,
-                       text=True, env=env, timeout=300)
-    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+    run_in_subprocess(_BLOCKS_PER_SM_CHECK, {"GPTQ_EXLLAMAV2_WGMMA_BLOCKS_PER_SM": blocks})
 
 
 @pytest.mark.gpu
