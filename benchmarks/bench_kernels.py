@@ -126,7 +126,8 @@ _SORTED = {}
 
 
 def exllamav2_act_order_factory(L, x, bits):
-    # An act-order layer as the exllamav2 backend runs it: sorted rows, x gathered per call. The copies
+    # An act-order layer as the exllamav2 backend runs it: sorted rows, x gathered per call (by the
+    # Hopper GEMM's x staging, else by a gather kernel in front of the kernel). The copies
     # hold the same data, so the (CPU-side) sort is done once per shape and its result cloned.
     K, N = x.shape[1], L["qweight"].shape[1]
     key = (K, N, bits)
@@ -137,6 +138,20 @@ def exllamav2_act_order_factory(L, x, bits):
     qs, perm = _SORTED[key]
     qs = qs.clone()
     return lambda: torch.ops.gptq.exllamav2_gemm(x, qs, L["qzeros"], L["scales"], perm, bits, 128, 2)
+
+
+def exllamav2_act_order_index_select_factory(L, x, bits):
+    # The act-order path before the gather kernel (for A/B runs only): torch's index_select, then the
+    # kernel on the gathered x.
+    exllamav2_act_order_factory(L, x, bits)
+    qs, perm = _SORTED[(x.shape[1], L["qweight"].shape[1], bits)]
+    qs = qs.clone()
+    return lambda: torch.ops.gptq.exllamav2_gemm(x.index_select(1, perm), qs, L["qzeros"], L["scales"], None, bits,
+                                                 128, 2)
+
+
+# Kernels timed only when --kernels names them (A/B runs against earlier designs).
+EXTRA = {"exllamav2 act-order index_select": exllamav2_act_order_index_select_factory}
 
 
 def autogptq_act_order_factory(L, x, bits):
@@ -151,7 +166,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer shapes and batch sizes")
     ap.add_argument("--ms", help="comma-separated batch sizes m (default: 1,4,16,64,256,1024,4096)")
     ap.add_argument("--shapes", help="comma-separated KxN shapes, e.g. 8192x28672,4096x4096")
-    ap.add_argument("--kernels", help="comma-separated kernel names to time (default: all); fp16 always runs")
+    ap.add_argument("--kernels", help="comma-separated kernel names to time (default: all but the A/B variants in EXTRA); fp16 always runs")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = True
     bw = copy_bandwidth()
@@ -174,6 +189,7 @@ def main():
             kernels = [("autogptq", 4, autogptq_factory), ("exllamav2", 4, exllamav2_factory)]
             if (K, N) in ((8192, 28672), (4096, 4096)) and m <= 1024:
                 kernels.append(("exllamav2 bf16", 4, exllamav2_bf16_factory))
+                kernels.append(("exllamav2 act-order", 4, exllamav2_act_order_factory))
                 if m <= 16:
                     kernels.append(("autogptq bf16", 4, autogptq_bf16_factory))
             if m <= 16:
@@ -182,9 +198,9 @@ def main():
                     kernels.append(("autogptq", 2, autogptq_factory))
                     kernels.append(("autogptq", 8, autogptq_factory))
                     kernels.append(("autogptq act-order", 4, autogptq_act_order_factory))
-                    kernels.append(("exllamav2 act-order", 4, exllamav2_act_order_factory))
             if wanted is not None:
                 kernels = [kr for kr in kernels if kr[0] in wanted]
+                kernels += [(name, 4, f) for name, f in EXTRA.items() if name in wanted]
             bench_shape(K, N, m, kernels, results, bw, table)
             print(f"# done k={K} n={N} m={m}", flush=True)
     hdr = f"{'kernel':22s} {'bits':>4s} {'k':>6s} {'n':>6s} {'m':>5s} {'us':>9s} {'TB/s':>6s} {'%copy':>6s} {'TFLOP/s':>8s} {'x fp16':>7s}"

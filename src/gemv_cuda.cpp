@@ -65,7 +65,8 @@ int* zeroed_counters(int64_t n, int device, cudaStream_t stream) {
 
 at::Tensor run_gemv(const char* op, const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& qzeros,
                     const at::Tensor& scales, int64_t K, int64_t N, int64_t group_size, bool zeros_minus_one,
-                    const std::function<GemvPlan(const GemvDevice&)>& plan_for, GemvLaunchFn launch) {
+                    const std::function<GemvPlan(const GemvDevice&)>& plan_for, GemvLaunchFn launch,
+                    const at::Tensor& perm) {
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t M = x.size(0);
   auto out = at::empty({M, N}, x.options());
@@ -101,6 +102,14 @@ at::Tensor run_gemv(const char* op, const at::Tensor& x, const at::Tensor& qweig
              x.scalar_type());
   args.bf16 = x.scalar_type() == at::kBFloat16;
   args.x = static_cast<const __half*>(xc.const_data_ptr());
+  at::Tensor pc;
+  if (perm.defined()) {
+    GPTQ_CHECK(perm.scalar_type() == at::kInt && perm.dim() == 1 && perm.size(0) == K && perm.device() == x.device(),
+               op, "perm must be int32 of shape [K] = [", K, "] on ", x.device(), ", got ", perm.scalar_type(), " ",
+               perm.sizes(), " on ", perm.device());
+    pc = aligned(perm);
+    args.perm = pc.const_data_ptr<int32_t>();
+  }
   args.qweight = reinterpret_cast<const uint32_t*>(qw.const_data_ptr<int32_t>());
   args.qzeros = reinterpret_cast<const uint32_t*>(qz.const_data_ptr<int32_t>());
   args.scales = static_cast<const __half*>(sc.const_data_ptr());

@@ -14,7 +14,10 @@ namespace gptq::cuda {
 // Arguments of every split-K GEMV kernel: y [M, N] = x [M, K] W^T, W packed along K as in the
 // checkpoint (qweight [K*bits/32, N], qzeros [G, N*bits/32], scales [G, N]) with contiguous groups.
 struct GemvArgs {
-  const __half* x = nullptr;          // [M, K], 16-byte aligned (act-order: already gathered); bf16 bits if bf16
+  const __half* x = nullptr;          // [M, K], 16-byte aligned; bf16 bits if bf16
+  // Act-order: [K] channel order of the sorted rows, channel k of the kernel being x[:, perm[k]]. Only
+  // the Hopper GEMM reads it (its x-staging kernel gathers); the other kernels take x already gathered.
+  const int32_t* perm = nullptr;
   const uint32_t* qweight = nullptr;  // 16-byte aligned
   const uint32_t* qzeros = nullptr;
   const __half* scales = nullptr;

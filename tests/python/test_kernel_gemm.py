@@ -515,7 +515,7 @@ def run_gemm_op(L, x, bits):
     return torch.ops.gptq.exllamav2_gemm(x, L["qweight"], L["qzeros"], L["scales"], None, 4, L["group_size"], L["fmt"])
 
 
-def square_layers(bits, K, count, seed, dtype=torch.float16):
+def square_layers(bits, K, count, seed, dtype=torch.float16, act_order=False):
     """`count` K x K layers whose scales are divided by a power of two (exact in fp16) so that a chain
     of them keeps |y| of the order of |x|: with s ~ 0.011 and rms |q - z| of 1.6, 3.2, 6.5 or 104 (2, 3,
     4, 8 bits) an output has rms sqrt(K) s |q - z| |x|, 1.1, 2.3, 4.6 or 73 |x| at K = 4096; divided by
@@ -523,7 +523,7 @@ def square_layers(bits, K, count, seed, dtype=torch.float16):
     div = {2: 2, 3: 4, 4: 8, 8: 128}[bits]
     layers = []
     for i in range(count):
-        L, W = make_layer(bits, K, K, 128, dtype=dtype, device="cuda", seed=seed + i)
+        L, W = make_layer(bits, K, K, 128, act_order=act_order, dtype=dtype, device="cuda", seed=seed + i)
         old = L["scales"]
         L["scales"] = old / div  # fp16 scales of 8-bit layers become subnormal: the reference takes them as stored
         ratio = L["scales"].double() / old.double()  # [G, N]
@@ -572,6 +572,90 @@ def test_cuda_chained_calls_each_read_the_finished_output_of_the_one_before(bits
         assert torch.isfinite(y).all(), f"step {i}: non-finite output"
         err = rel_error(y, x.double() @ W.t())
         assert err < TOL[dtype], f"step {i} (bits={bits}, m={m}, {dtype}, graph={graph}): {err:.2e}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits,m,dtype", [(4, 1, torch.float16), (4, 3, torch.float16), (4, 16, torch.float16),
+                                          (4, 64, torch.float16), (4, 200, torch.float16), (4, 1, torch.bfloat16),
+                                          (4, 16, torch.bfloat16), (3, 1, torch.float16), (8, 3, torch.float16)])
+@pytest.mark.parametrize("graph", [False, True])
+def test_cuda_chained_act_order_calls_gather_the_finished_output(bits, m, dtype, graph):
+    # Act-order layers through the exllamav2 op: x's columns are gathered by a dependent-launch kernel
+    # of their own in front of the GEMVs, the tensor-core GEMM and the AutoGPTQ-style kernels (m = 200:
+    # dequantize + cuBLAS), and inside the x-staging kernel of the Hopper GEMM (m = 16, 64 on the
+    # H100). Both gather before their wait returns only at their peril: the chain feeds each layer the
+    # previous output with no synchronization, so a gather of x ahead of the wait, or a GEMV reading the
+    # gathered copy before the gather has finished, gives a wrong step. Reference: float64 on the
+    # ungathered input and the unsorted weights (2e-3 in fp16, 1e-2 in bf16: one rounding of y).
+    K = 4096
+    layers = square_layers(bits, K, 6, seed=300 * bits + m, dtype=dtype, act_order=True)
+    prepared = []
+    for L, _ in layers:
+        qs, perm = torch.ops.gptq.exllamav2_prepare(L["qweight"], L["g_idx"], bits, 128)
+        prepared.append((qs, perm))
+    x0 = torch.randn(m, K, device="cuda").to(dtype)
+
+    def chain(x):
+        outs = [x]
+        for (L, _), (qs, perm) in zip(layers, prepared):
+            outs.append(torch.ops.gptq.exllamav2_gemm(outs[-1], qs, L["qzeros"], L["scales"], perm, bits, 128, L["fmt"]))
+        return outs
+
+    if graph:
+        chain(x0)  # warm up outside the capture
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            outs = chain(x0)
+        x0.copy_(torch.randn_like(x0))
+        poison_cuda_allocator()
+        g.replay()
+    else:
+        poison_cuda_allocator()
+        outs = chain(x0)
+    torch.cuda.synchronize()
+    for i, (L, W) in enumerate(layers):
+        y, x = outs[i + 1], outs[i]
+        assert torch.isfinite(y).all(), f"step {i}: non-finite output"
+        err = rel_error(y, x.double() @ W.t())
+        assert err < TOL[dtype], f"step {i} (bits={bits}, m={m}, {dtype}, graph={graph}): {err:.2e}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 16, 200])
+def test_cuda_exllamav2_perm_dtypes_and_out_of_range_entries(m):
+    # perm may be int32 (what exllamav2_prepare returns) or int64 (what index_select takes): the same
+    # output bit for bit. An entry outside [0, K) must not read outside x: the gather (m = 1: in front
+    # of the GEMV; m = 16: inside the Hopper GEMM's x staging on the H100, else in front of the
+    # tensor-core GEMM; m = 200: in front of dequantize + cuBLAS) stages NaN for it, so every output
+    # of the token is NaN (compute-sanitizer memcheck runs this file).
+    L, W = make_layer(4, 4096, 4096, 128, act_order=True, device="cuda", seed=11 + m)
+    qs, perm = torch.ops.gptq.exllamav2_prepare(L["qweight"], L["g_idx"], 4, 128)
+    x = torch.randn(m, 4096, device="cuda").half()
+    call = lambda p: torch.ops.gptq.exllamav2_gemm(x, qs, L["qzeros"], L["scales"], p, 4, 128, L["fmt"])
+    y32 = call(perm)
+    assert rel_error(y32, x.double() @ W.t()) < TOL[torch.float16]
+    assert torch.equal(call(perm.long()), y32)
+    for bad_value in (4096, -1, 1 << 30):
+        bad = perm.clone()
+        bad[4093] = bad_value
+        assert torch.isnan(call(bad)).all(), f"perm entry {bad_value}"
+    with pytest.raises(RuntimeError, match=r"exllamav2_gemm.*perm must be int32 or int64"):
+        call(perm.float())
+    with pytest.raises(RuntimeError, match=r"exllamav2_gemm.*perm must have shape \[K\]"):
+        call(perm[:-8])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 3, 17])
+def test_cuda_exllamav2_act_order_gather_k_not_a_multiple_of_8(m):
+    # 8 bits allow K = 4 (mod 8): the gather writes 2-byte elements instead of 16-byte rows, and the
+    # AutoGPTQ-style kernels run on the sorted rows (the last group is 4 channels).
+    L, W = make_layer(8, 1028, 256, 128, act_order=True, device="cuda", seed=29 + m)
+    x = torch.randn(m, 1028, device="cuda").half()
+    y = run_exllamav2(L, x, True)
+    assert torch.isfinite(y).all()
+    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
 
 
 @pytest.mark.gpu

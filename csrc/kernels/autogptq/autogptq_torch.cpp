@@ -36,8 +36,14 @@ at::Tensor autogptq_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, co
   if (M == 0 || s.N == 0) return out;
   if (s.K == 0) return out.zero_();
   const c10::optional<at::Tensor> gi = has_g_idx ? c10::optional<at::Tensor>(g_idx->contiguous()) : c10::nullopt;
-  if (M > kGemvMaxRows) {
-    // Compute-bound regime: W^T [K, N] in one streaming pass, then cuBLAS.
+  // Above kGemvMaxRows rows, and from 2 rows where g_idx is given (act-order read per input channel,
+  // a scale and zero lookup per channel instead of per group): W^T [K, N] in one streaming pass, then
+  // cuBLAS. With act-order the GEMV lost from m = 4 on the H100 (8192x28672: 475.6 us at m = 4 and
+  // 1781 at m = 16, where dequantize + cuBLAS took about 350; 4096x4096: 52.1 and 170.2 against about
+  // 25; benchmarks/results/2026-11-22_h100_s6final_bench_kernels.txt) and scales linearly in m from
+  // its m = 1 time (260.9 and 27.3 us), so at m = 2 it is about even on the largest layer and behind on
+  // the others.
+  if (M > kGemvMaxRows || (has_g_idx && M > 1)) {
     auto wt = at::empty({s.K, s.N}, scales.options());
     auto qw = qweight.contiguous();
     auto qz = qzeros.contiguous();

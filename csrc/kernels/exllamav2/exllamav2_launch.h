@@ -37,6 +37,15 @@ GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size
 
 cudaError_t launch_exllamav2_gemv(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 
+// The act-order gather (exllamav2_gather.cu): out [M, K] = x [M, K] with columns taken in perm's
+// order, out[m, k] = x[m, perm[k]], for 2-byte elements (fp16 or bf16 bits); x, perm and out
+// contiguous. It runs in front of the GEMVs, the mma.sync GEMM and the AutoGPTQ-style kernels on
+// sorted rows (the Hopper GEMM gathers while it stages x, GemvArgs::perm). A dependent launch on
+// compute capability 9.0: the kernel behind it prefetches its weights while this one waits for x.
+// A perm entry outside [0, K) writes NaN instead of reading outside x.
+cudaError_t launch_gather_columns(const uint16_t* x, const int32_t* perm, uint16_t* out, int64_t M, int64_t K,
+                                  cudaStream_t stream);
+
 // The tensor-core GEMM (exllamav2_mma.cu): M = 1..16 rows, group size -1 or a power of two >= 32.
 constexpr int kExllamaV2MmaMaxM = 16;
 inline bool exllamav2_mma_supports(int64_t M, int64_t group_size) {

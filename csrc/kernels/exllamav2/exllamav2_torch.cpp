@@ -1,6 +1,6 @@
-// Torch adapter: the act-order gather, then the half2 GEMV (small M), the tensor-core GEMM (M <= 16)
-// or, on Hopper, the warpgroup-MMA GEMM (larger M) where they apply (src/gemv_cuda.cpp runs them),
-// else the AutoGPTQ-style op.
+// Torch adapter: the act-order gather (inside the Hopper GEMM's x staging, else a kernel of its own),
+// then the half2 GEMV (small M), the tensor-core GEMM (M <= 16) or, on Hopper, the warpgroup-MMA GEMM
+// (larger M) where they apply (src/gemv_cuda.cpp runs them), else the AutoGPTQ-style op.
 #include "exllamav2_torch.h"
 
 #include <algorithm>
@@ -64,6 +64,20 @@ bool hopper() {
 #endif
 }
 
+// x [M, K] with its columns in perm's order (act-order rows sorted at load): our dependent-launch
+// gather for 2-byte x (exllamav2_gather.cu), index_select otherwise.
+at::Tensor gather_columns(const char* op, const at::Tensor& x, const at::Tensor& perm) {
+  if (x.scalar_type() != at::kHalf && x.scalar_type() != at::kBFloat16) return x.index_select(1, perm);
+  const auto xc = x.contiguous(), pc = perm.contiguous();
+  auto out = at::empty(xc.sizes(), xc.options());
+  const cudaError_t err = launch_gather_columns(
+      reinterpret_cast<const uint16_t*>(xc.const_data_ptr()), pc.const_data_ptr<int32_t>(),
+      reinterpret_cast<uint16_t*>(out.data_ptr()), xc.size(0), xc.size(1), at::cuda::getCurrentCUDAStream().stream());
+  GPTQ_CHECK(err == cudaSuccess, op, "act-order gather launch failed for M = ", xc.size(0), ", K = ", xc.size(1), ": ",
+             cudaGetErrorString(err));
+  return out;
+}
+
 }  // namespace
 
 at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
@@ -72,11 +86,15 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   const char* op = "gptq::exllamav2_gemm";
   const auto s = detail::check_gemm_args(op, x, qweight_sorted, qzeros, scales, c10::nullopt, bits, group_size,
                                          checkpoint_format);
-  at::Tensor xp = x;
+  // Act-order: perm, int32 [K] on x's device (int64, which index_select also takes, is converted).
+  at::Tensor p;
   if (perm.has_value() && perm->defined()) {
     GPTQ_CHECK(perm->dim() == 1 && perm->size(0) == s.K, op, "perm must have shape [K] = [", s.K, "], got ",
                perm->sizes());
-    xp = x.index_select(1, *perm);
+    GPTQ_CHECK(perm->scalar_type() == at::kInt || perm->scalar_type() == at::kLong, op,
+               "perm must be int32 or int64, got ", perm->scalar_type());
+    GPTQ_CHECK(perm->device() == x.device(), op, "perm must be on x's device ", x.device(), ", got ", perm->device());
+    p = perm->scalar_type() == at::kInt ? *perm : perm->to(at::kInt);
   }
   const int64_t M = x.size(0);
   const bool fp16_4bit = x.scalar_type() == at::kHalf && bits == 4 && s.N % 8 == 0;
@@ -91,6 +109,8 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
                          M <= wgmma_max_m(s.K, s.N) &&
                          exllamav2_wgmma_supports(M, group_size) && on_hopper;
   const bool use_mma = fp16_4bit && !use_gemv && !use_wgmma && exllamav2_mma_supports(M, group_size);
+  // Every kernel but the Hopper GEMM (which gathers while it stages x) takes x already gathered.
+  const at::Tensor xp = p.defined() && !use_wgmma ? gather_columns(op, x, p) : x;
   if (!use_gemv && !use_mma && !use_wgmma) {
     return gptq::autogptq_gemm(xp, qweight_sorted, qzeros, scales, c10::nullopt, bits, group_size,
                                static_cast<CheckpointFormat>(checkpoint_format));
@@ -99,7 +119,7 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   if (use_wgmma) {
     return run_gemv(
         op, xp, qweight_sorted, qzeros, scales, s.K, s.N, group_size, checkpoint_format == 1,
-        [&](const GemvDevice& dev) { return exllamav2_wgmma_plan(M, s.K, s.N, dev); }, launch_exllamav2_wgmma);
+        [&](const GemvDevice& dev) { return exllamav2_wgmma_plan(M, s.K, s.N, dev); }, launch_exllamav2_wgmma, p);
   }
 #endif
   auto plan_for = [&](const GemvDevice& dev) {

@@ -6,8 +6,9 @@
 
 namespace gptq::cuda {
 
-// gptq::exllamav2_gemm on CUDA: gathers x's columns by perm, then the half2 GEMV for fp16, 4 bits,
-// M = 1..4 and group sizes -1 or multiples of 32; every other case runs gptq::autogptq_gemm.
+// gptq::exllamav2_gemm on CUDA: gathers x's columns by perm (int32 or int64 [K]; for fp16 and bf16 x
+// an entry outside [0, K) gives NaN outputs), then the GEMV, tensor-core or Hopper GEMM where they
+// apply (4 bits, fp16 or bf16, see exllamav2_torch.cpp); every other case runs gptq::autogptq_gemm.
 at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
                                const at::Tensor& scales, const c10::optional<at::Tensor>& perm, int64_t bits,
                                int64_t group_size, int64_t checkpoint_format);

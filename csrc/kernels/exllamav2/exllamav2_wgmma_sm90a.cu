@@ -162,10 +162,14 @@ struct Decode<__nv_bfloat16> {
 // x [M, K] -> xs [token tile][stage][i][t][kc][BT] of 16-byte rows (see the top of the file). One
 // thread per 8 channels of a token: (k0..k7) of iteration i's chunk c give word c of rows
 // (t, kc) = (0, 0): (k0, k4), (0, 1): (k1, k5), (1, 0): (k2, k6), (1, 1): (k3, k7). Tokens >= M and
-// channels >= K stage as zero.
+// channels >= K stage as zero. With perm (act-order rows sorted at load), channel k is x[:, perm[k]]:
+// the gather costs this kernel 8 two-byte loads a thread instead of one 16-byte load, and the GEMM no
+// separate kernel. A perm entry outside [0, K) stages NaN (0x7FFF is NaN in fp16 and in bf16), so a
+// corrupt permutation shows in the output instead of reading outside x.
 template <int BT>
-__global__ void __launch_bounds__(256) stage_x_kernel(const __half* __restrict__ x, uint32_t* __restrict__ xs,
-                                                      int64_t M, int64_t K, int64_t tokens, int num_stages) {
+__global__ void __launch_bounds__(256) stage_x_kernel(const __half* __restrict__ x, const int32_t* __restrict__ perm,
+                                                      uint32_t* __restrict__ xs, int64_t M, int64_t K,
+                                                      int64_t tokens, int num_stages) {
   // The GEMM behind this kernel may start at once: its blocks prefetch their weights into L2 while the
   // kernel before this one finishes, and wait for this one before reading x (common/pdl.cuh). Measured
   // on the H100 against a trigger after the wait: 4096x4096 at m = 16 in 13.8 against 16.1 us,
@@ -179,7 +183,22 @@ __global__ void __launch_bounds__(256) stage_x_kernel(const __half* __restrict__
   const int s = static_cast<int>(rest % num_stages);
   const int64_t n = rest / num_stages;
   const int64_t k = int64_t(s) * kStageK + 8 * u;
-  const uint4 v = n < M && k < K ? __ldg(reinterpret_cast<const uint4*>(x + n * K + k)) : make_uint4(0, 0, 0, 0);
+  uint4 v = make_uint4(0, 0, 0, 0);
+  if (n < M && k < K) {
+    if (perm == nullptr) {
+      v = __ldg(reinterpret_cast<const uint4*>(x + n * K + k));
+    } else {
+      // K is a multiple of 8 (launch_exllamav2_wgmma checks) and perm 16-byte aligned (run_gemv).
+      const int4 p0 = __ldg(reinterpret_cast<const int4*>(perm + k));
+      const int4 p1 = __ldg(reinterpret_cast<const int4*>(perm + k + 4));
+      const int p[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
+      const uint16_t* xr = reinterpret_cast<const uint16_t*>(x) + n * K;
+      uint32_t h[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) h[j] = p[j] >= 0 && p[j] < K ? __ldg(xr + p[j]) : 0x7FFFu;
+      v = make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+    }
+  }
   const int i = u >> 2, c = u & 3, nt = static_cast<int>(n % BT);
   uint32_t* block = xs + ((n / BT) * num_stages + s) * int64_t(BT * kStageK / 2);
   auto row = [&](int t, int kc) { return block + ((((i * 2 + t) * 2 + kc) * BT + nt) * 4 + c); };
@@ -429,7 +448,7 @@ cudaError_t launch_bt(const GemvArgs& args, const GemvPlan& plan, cudaStream_t s
   const int64_t tokens = (args.M + BT - 1) / BT * BT;
   const int64_t threads = tokens * num_stages * (kStageK / 8);
   cudaError_t err = pdl::launch(stage_x_kernel<BT>, dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256), 0,
-                                stream, args.x, static_cast<uint32_t*>(args.workspace), args.M, args.K, tokens,
+                                stream, args.x, args.perm, static_cast<uint32_t*>(args.workspace), args.M, args.K, tokens,
                                 num_stages);
   if (err != cudaSuccess) return err;
   GemvArgs a = args;
