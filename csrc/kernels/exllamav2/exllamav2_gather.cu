@@ -1,53 +1,61 @@
-// The act-order gather of x's columns (launcher contract in exllamav2_launch.h).
+// The act-order gather of x's columns in front of the GEMVs, the mma.sync GEMM and the AutoGPTQ-style
+// kernels on sorted rows (launcher contract in exllamav2_launch.h; device side in exllamav2_gather.cuh).
 //
 // Why a kernel of our own instead of torch's index_select: on the H100 index_select in front of the
 // GEMV cost 5.6-6.6 us a call at m = 1 (4096x4096: 13.5 against 6.9 us, 8192x28672: 52.3 against
 // 46.7; benchmarks/results/2026-11-22_h100_s6final_bench_kernels.txt), more than the 4096x4096 GEMV
-// itself. This one is a dependent launch that triggers its dependents before it waits (as the Hopper
-// GEMM's x-staging kernel does, common/pdl.cuh): the GEMV behind it is already prefetching its
-// weights into L2 while the kernel in front of both finishes, and only the gather's own few loads and
-// stores remain on the path.
+// itself; this kernel cost 2.0 and 1.7 us (..._s7_act-order-gather_ab_bench_kernels.txt). It is a
+// dependent launch that triggers its dependents before it waits (as the Hopper GEMM's x-staging kernel
+// does, common/pdl.cuh): the GEMV behind it is already prefetching its weights into L2 while the
+// kernel in front of both finishes, and only the gather's own loads and stores remain on the path.
 //
-// One thread writes 8 consecutive channels of one token: a 16-byte store where K is a multiple of 8
-// (the 4-bit layers: K = 8 x packed rows), else 2-byte stores. perm is read with two 16-byte loads
-// in that case, x with 8 two-byte loads, which hit L1 or L2: x is one token row of at most a few
-// tens of KB.
+// Blocks of up to gather::kThreads a token: the row into shared memory, then a 16-byte store of 8 gathered channels
+// a thread (exllamav2_gather.cuh). K not a multiple of 8 (8-bit layers allow K = 4 mod 8) takes a plain kernel of
+// 2-byte accesses straight from global memory.
 #include "exllamav2_launch.h"
 
-#include "common/pdl.cuh"
+#include <atomic>
+
+#include "common/smem.cuh"
+#include "exllamav2_gather.cuh"
 
 namespace gptq::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr uint16_t kNaN = 0x7FFF;  // NaN in fp16 (exponent 0x1F) and in bf16 (exponent 0xFF)
+using gather::kThreads;
 
-template <bool kVec>
-__global__ void __launch_bounds__(kThreads) gather_columns_kernel(const uint16_t* __restrict__ x,
-                                                                   const int32_t* __restrict__ perm,
-                                                                   uint16_t* __restrict__ out, int64_t M, int64_t K) {
+// grid (M, chunk blocks) of gather::block_threads(K / 8): thread t of block (m, b) writes chunk
+// b blockDim + t of token m.
+template <bool kSmem>
+__global__ void __launch_bounds__(kThreads) gather_rows_kernel(const uint16_t* __restrict__ x,
+                                                                const int32_t* __restrict__ perm,
+                                                                uint16_t* __restrict__ out, int64_t K) {
+  extern __shared__ uint4 row_smem[];  // K x 2 bytes with kSmem
+  gather::prefetch_perm(perm, K);
   pdl::launch_dependents();
   pdl::wait();  // x is the output of the kernel in front
-  const int64_t chunks = (K + 7) / 8;
-  const int64_t e = int64_t(blockIdx.x) * kThreads + threadIdx.x;
-  if (e >= M * chunks) return;
-  const int64_t m = e / chunks, k0 = (e % chunks) * 8;
-  const uint16_t* xr = x + m * K;
-  if constexpr (kVec) {
-    const int4 p0 = __ldg(reinterpret_cast<const int4*>(perm + k0));
-    const int4 p1 = __ldg(reinterpret_cast<const int4*>(perm + k0 + 4));
-    const int p[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
-    uint32_t h[8];
-#pragma unroll
-    for (int j = 0; j < 8; ++j) h[j] = p[j] >= 0 && p[j] < K ? __ldg(xr + p[j]) : kNaN;
-    *reinterpret_cast<uint4*>(out + m * K + k0) =
-        make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
-  } else {
-    for (int64_t k = k0; k < min(K, k0 + 8); ++k) {
-      const int p = __ldg(perm + k);
-      out[m * K + k] = p >= 0 && p < K ? __ldg(xr + p) : kNaN;
-    }
+  const int64_t m = blockIdx.x, c = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+  const uint16_t* src = x + m * K;
+  const bool mine = c < K / 8;
+  const gather::Perm8 p = mine ? gather::load_perm8(perm, 8 * c) : gather::Perm8{};
+  if constexpr (kSmem) {
+    uint16_t* row = reinterpret_cast<uint16_t*>(row_smem);
+    gather::load_row(src, row, K);
+    src = row;
   }
+  if (mine) reinterpret_cast<uint4*>(out + m * K)[c] = gather::gather8(src, p, K);
+}
+
+__global__ void __launch_bounds__(kThreads) gather_scalar_kernel(const uint16_t* __restrict__ x,
+                                                                  const int32_t* __restrict__ perm,
+                                                                  uint16_t* __restrict__ out, int64_t M, int64_t K) {
+  pdl::launch_dependents();
+  pdl::wait();
+  const int64_t e = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (e >= M * K) return;
+  const int64_t m = e / K;
+  const int p = __ldg(perm + e % K);
+  out[e] = p >= 0 && p < K ? __ldg(x + m * K + p) : uint16_t(gather::kNaN);
 }
 
 }  // namespace
@@ -57,15 +65,24 @@ cudaError_t launch_gather_columns(const uint16_t* x, const int32_t* perm, uint16
   if (M < 0 || K < 0 || (M * K > 0 && (x == nullptr || perm == nullptr || out == nullptr)))
     return cudaErrorInvalidValue;
   if (M == 0 || K == 0) return cudaSuccess;
-  const int64_t blocks = (M * ((K + 7) / 8) + kThreads - 1) / kThreads;
-  if (blocks > 0x7FFFFFFF) return cudaErrorInvalidValue;
-  // 16-byte accesses need K % 8 == 0 and 16-byte aligned bases.
-  const bool vec = K % 8 == 0 && reinterpret_cast<uintptr_t>(perm) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(out) % 16 == 0;
-  return vec ? pdl::launch(true, gather_columns_kernel<true>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0,
-                           stream, x, perm, out, M, K)
-             : pdl::launch(true, gather_columns_kernel<false>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0,
-                           stream, x, perm, out, M, K);
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (K % 8 != 0 || !aligned(x) || !aligned(perm) || !aligned(out)) {
+    const int64_t blocks = (M * K + kThreads - 1) / kThreads;
+    if (blocks > 0x7FFFFFFF) return cudaErrorInvalidValue;
+    return pdl::launch(true, gather_scalar_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, stream, x,
+                       perm, out, M, K);
+  }
+  const int threads = gather::block_threads(K / 8);
+  const int64_t chunk_blocks = (K / 8 + threads - 1) / threads;
+  if (M > 0x7FFFFFFF || chunk_blocks > 65535) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(M), static_cast<unsigned>(chunk_blocks));
+  if (K > gather::kMaxSmemK)
+    return pdl::launch(true, gather_rows_kernel<false>, grid, dim3(threads), 0, stream, x, perm, out, K);
+  static std::atomic<uint64_t> ready{0};
+  const cudaError_t err = opt_in_smem(gather_rows_kernel<true>, static_cast<int>(gather::kMaxSmemK * 2), ready);
+  if (err != cudaSuccess) return err;
+  return pdl::launch(true, gather_rows_kernel<true>, grid, dim3(threads), static_cast<size_t>(K * 2), stream, x,
+                     perm, out, K);
 }
 
 }  // namespace gptq::cuda

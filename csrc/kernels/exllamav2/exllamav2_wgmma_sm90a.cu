@@ -48,7 +48,9 @@
 
 #include "common/gemv.cuh"
 #include "common/mma.cuh"
+#include "common/smem.cuh"
 #include "common/wgmma.cuh"
+#include "exllamav2_gather.cuh"
 
 #include <cuda_bf16.h>
 
@@ -159,17 +161,25 @@ struct Decode<__nv_bfloat16> {
   }
 };
 
-// x [M, K] -> xs [token tile][stage][i][t][kc][BT] of 16-byte rows (see the top of the file). One
-// thread per 8 channels of a token: (k0..k7) of iteration i's chunk c give word c of rows
-// (t, kc) = (0, 0): (k0, k4), (0, 1): (k1, k5), (1, 0): (k2, k6), (1, 1): (k3, k7). Tokens >= M and
-// channels >= K stage as zero. With perm (act-order rows sorted at load), channel k is x[:, perm[k]]:
-// the gather costs this kernel 8 two-byte loads a thread instead of one 16-byte load, and the GEMM no
-// separate kernel. A perm entry outside [0, K) stages NaN (0x7FFF is NaN in fp16 and in bf16), so a
-// corrupt permutation shows in the output instead of reading outside x.
+// x [M, K] -> xs [token tile][stage][i][t][kc][BT] of 16-byte rows (see the top of the file): the
+// 8 channels (k0..k7) of iteration i's chunk c of token n give word c of rows (t, kc) = (0, 0):
+// (k0, k4), (0, 1): (k1, k5), (1, 0): (k2, k6), (1, 1): (k3, k7).
 template <int BT>
-__global__ void __launch_bounds__(256) stage_x_kernel(const __half* __restrict__ x, const int32_t* __restrict__ perm,
-                                                      uint32_t* __restrict__ xs, int64_t M, int64_t K,
-                                                      int64_t tokens, int num_stages) {
+__device__ __forceinline__ void stage_chunk(uint32_t* __restrict__ xs, int64_t n, int s, int u, const uint4& v,
+                                            int num_stages) {
+  const int i = u >> 2, c = u & 3, nt = static_cast<int>(n % BT);
+  uint32_t* block = xs + ((n / BT) * num_stages + s) * int64_t(BT * kStageK / 2);
+  auto row = [&](int t, int kc) { return block + ((((i * 2 + t) * 2 + kc) * BT + nt) * 4 + c); };
+  *row(0, 0) = __byte_perm(v.x, v.z, 0x5410);
+  *row(0, 1) = __byte_perm(v.x, v.z, 0x7632);
+  *row(1, 0) = __byte_perm(v.y, v.w, 0x5410);
+  *row(1, 1) = __byte_perm(v.y, v.w, 0x7632);
+}
+
+// One thread per 8 channels of a token; tokens >= M and channels >= K stage as zero.
+template <int BT>
+__global__ void __launch_bounds__(256) stage_x_kernel(const __half* __restrict__ x, uint32_t* __restrict__ xs,
+                                                      int64_t M, int64_t K, int64_t tokens, int num_stages) {
   // The GEMM behind this kernel may start at once: its blocks prefetch their weights into L2 while the
   // kernel before this one finishes, and wait for this one before reading x (common/pdl.cuh). Measured
   // on the H100 against a trigger after the wait: 4096x4096 at m = 16 in 13.8 against 16.1 us,
@@ -183,29 +193,40 @@ __global__ void __launch_bounds__(256) stage_x_kernel(const __half* __restrict__
   const int s = static_cast<int>(rest % num_stages);
   const int64_t n = rest / num_stages;
   const int64_t k = int64_t(s) * kStageK + 8 * u;
-  uint4 v = make_uint4(0, 0, 0, 0);
-  if (n < M && k < K) {
-    if (perm == nullptr) {
-      v = __ldg(reinterpret_cast<const uint4*>(x + n * K + k));
-    } else {
-      // K is a multiple of 8 (launch_exllamav2_wgmma checks) and perm 16-byte aligned (run_gemv).
-      const int4 p0 = __ldg(reinterpret_cast<const int4*>(perm + k));
-      const int4 p1 = __ldg(reinterpret_cast<const int4*>(perm + k + 4));
-      const int p[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
-      const uint16_t* xr = reinterpret_cast<const uint16_t*>(x) + n * K;
-      uint32_t h[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) h[j] = p[j] >= 0 && p[j] < K ? __ldg(xr + p[j]) : 0x7FFFu;
-      v = make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
-    }
+  const uint4 v = n < M && k < K ? __ldg(reinterpret_cast<const uint4*>(x + n * K + k)) : make_uint4(0, 0, 0, 0);
+  stage_chunk<BT>(xs, n, s, u, v, num_stages);
+}
+
+// Act-order (rows sorted at load): staged channel k is x[n, perm[k]], gathered through shared memory
+// (exllamav2_gather.cuh; kSmem: the row fits, K <= gather::kMaxSmemK), so the GEMM needs no gather
+// kernel of its own. grid (tokens, chunk blocks) of gather::block_threads(chunks): thread t of block
+// (n, b) stages chunk b blockDim + t of token n; blocks of tokens >= M stage zeros.
+template <int BT, bool kSmem>
+__global__ void __launch_bounds__(gather::kThreads) stage_x_perm_kernel(const __half* __restrict__ x,
+                                                                         const int32_t* __restrict__ perm,
+                                                                         uint32_t* __restrict__ xs, int64_t M,
+                                                                         int64_t K, int num_stages) {
+  extern __shared__ uint4 row_smem[];
+  gather::prefetch_perm(perm, K);
+  pdl::launch_dependents();  // as in stage_x_kernel
+  pdl::wait();
+  const int64_t n = blockIdx.x;
+  const int e = static_cast<int>(blockIdx.y * blockDim.x + threadIdx.x);
+  const bool mine = e < num_stages * (kStageK / 8), in_k = n < M && e < K / 8;  // K % 8 == 0 (launcher)
+  if (n >= M) {  // the whole block
+    if (mine) stage_chunk<BT>(xs, n, e / (kStageK / 8), e % (kStageK / 8), make_uint4(0, 0, 0, 0), num_stages);
+    return;
   }
-  const int i = u >> 2, c = u & 3, nt = static_cast<int>(n % BT);
-  uint32_t* block = xs + ((n / BT) * num_stages + s) * int64_t(BT * kStageK / 2);
-  auto row = [&](int t, int kc) { return block + ((((i * 2 + t) * 2 + kc) * BT + nt) * 4 + c); };
-  *row(0, 0) = __byte_perm(v.x, v.z, 0x5410);
-  *row(0, 1) = __byte_perm(v.x, v.z, 0x7632);
-  *row(1, 0) = __byte_perm(v.y, v.w, 0x5410);
-  *row(1, 1) = __byte_perm(v.y, v.w, 0x7632);
+  const uint16_t* src = reinterpret_cast<const uint16_t*>(x) + n * K;
+  const gather::Perm8 p = in_k ? gather::load_perm8(perm, 8 * int64_t(e)) : gather::Perm8{};
+  if constexpr (kSmem) {
+    uint16_t* row = reinterpret_cast<uint16_t*>(row_smem);
+    gather::load_row(src, row, K);
+    src = row;
+  }
+  if (mine)
+    stage_chunk<BT>(xs, n, e / (kStageK / 8), e % (kStageK / 8), in_k ? gather::gather8(src, p, K) : make_uint4(0, 0, 0, 0),
+                    num_stages);
 }
 
 template <typename T, int BT, int CTAS>
@@ -430,26 +451,35 @@ int forced_blocks_per_sm() {
 template <typename T, int BT, int CTAS>
 cudaError_t launch_bt(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
   using L = Layout<BT, CTAS>;
-  {
-    // Shared memory beyond 48 KB is opted into once per device (a bit a device; the attribute call is
-    // idempotent, so threads racing here do no harm), without a lock on the per-call path.
-    static std::atomic<uint64_t> ready{0};
-    int dev = 0;
-    cudaError_t err = cudaGetDevice(&dev);
-    if (err != cudaSuccess) return err;
-    const uint64_t bit = dev < 64 ? uint64_t{1} << dev : 0;
-    if (bit == 0 || (ready.load(std::memory_order_relaxed) & bit) == 0) {
-      err = cudaFuncSetAttribute(wgmma_kernel<T, BT, CTAS>, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem);
-      if (err != cudaSuccess) return err;
-      ready.fetch_or(bit, std::memory_order_relaxed);
-    }
-  }
+  static std::atomic<uint64_t> ready{0};
+  cudaError_t err = opt_in_smem(wgmma_kernel<T, BT, CTAS>, L::kSmem, ready);
+  if (err != cudaSuccess) return err;
   const int num_stages = static_cast<int>((args.K + kStageK - 1) / kStageK);
   const int64_t tokens = (args.M + BT - 1) / BT * BT;
-  const int64_t threads = tokens * num_stages * (kStageK / 8);
-  cudaError_t err = pdl::launch(stage_x_kernel<BT>, dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256), 0,
-                                stream, args.x, args.perm, static_cast<uint32_t*>(args.workspace), args.M, args.K, tokens,
-                                num_stages);
+  auto* xs = static_cast<uint32_t*>(args.workspace);
+  if (args.perm == nullptr) {
+    const int64_t threads = tokens * num_stages * (kStageK / 8);
+    err = pdl::launch(stage_x_kernel<BT>, dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256), 0, stream,
+                      args.x, xs, args.M, args.K, tokens, num_stages);
+  } else {
+    const int chunks = num_stages * (kStageK / 8), threads = gather::block_threads(chunks);
+    const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>((chunks + threads - 1) / threads));
+    // Through shared memory wherever the row fits. Gathering straight from global memory at 16 and 64
+    // tokens (where the staging blocks' row, K x 2 bytes, keeps the GEMM's ~220 KB blocks off their
+    // SMs until they exit) was not faster: 8192x28672 at m = 64 in 84.3 / 89.8 against 81.9 us,
+    // 4096x4096 in 26.5 / 26.6 against 25.6
+    // (benchmarks/results/2026-11-22_h100_s7_gather-smem_ab_{1,0,unset}_bench_kernels.txt).
+    if (args.K > gather::kMaxSmemK) {
+      err = pdl::launch(stage_x_perm_kernel<BT, false>, grid, dim3(threads), 0, stream, args.x, args.perm, xs,
+                        args.M, args.K, num_stages);
+    } else {
+      static std::atomic<uint64_t> ready_perm{0};
+      err = opt_in_smem(stage_x_perm_kernel<BT, true>, static_cast<int>(gather::kMaxSmemK * 2), ready_perm);
+      if (err != cudaSuccess) return err;
+      err = pdl::launch(stage_x_perm_kernel<BT, true>, grid, dim3(threads), static_cast<size_t>(args.K * 2),
+                        stream, args.x, args.perm, xs, args.M, args.K, num_stages);
+    }
+  }
   if (err != cudaSuccess) return err;
   GemvArgs a = args;
   a.batches_per_split = static_cast<int>(plan.batches_per_split);
