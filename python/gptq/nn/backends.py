@@ -6,7 +6,8 @@ valid backend for the layer's bits, group size, act-order, device and GPU archit
 explicit name, or refuses it with the reason.
 
 Backends (in the order backend="auto" tries them; see `_auto_order`):
-  exllamav2  act-order rows sorted by g_idx at load (x's columns gathered per call), then for 4 bits a
+  exllamav2  act-order rows sorted by g_idx at load (x's columns gathered per call: inside the Hopper
+             GEMM's x staging, else by a gather kernel launched as a dependent launch), then for 4 bits a
              GEMV (fp16: half2 arithmetic, M = 1..3, or 1..4 on layers of 4096x4096 or less; bf16:
              fp32 arithmetic, M = 1 on Hopper, else as fp16) or a tensor-core GEMM from the checkpoint
              layout (fp16 up to M = 16; on Hopper a warpgroup-MMA GEMM up to M = 1024, 64 on layers of
@@ -14,8 +15,8 @@ Backends (in the order backend="auto" tries them; see `_auto_order`):
              autogptq kernel on the sorted rows. On compute capability 9.0 these launch as dependent
              launches, prefetching weights while the kernel before them finishes (GPTQ_PDL=0: off).
   autogptq   the checkpoint layout as stored, every bit width, group size and g_idx: split-K GEMV on CUDA
-             cores for M <= 16 (g_idx out of order is decoded per input channel, slower), dequantize +
-             cuBLAS above. On the CPU (where "auto" picks it): a fused GEMV for M <= 16, fp32
+             cores for M <= 16 (with a g_idx out of order, decoded per input channel: M = 1 only),
+             dequantize + cuBLAS above. On the CPU (where "auto" picks it): a fused GEMV for M <= 16, fp32
              dequantize + GEMM above.
   torch      dequantize + matmul, on any device, and the only trainable one.
   marlin     Marlin-style tensor-core kernel (4/8-bit), only by name and only when this build has the
