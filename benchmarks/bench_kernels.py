@@ -125,10 +125,9 @@ def autogptq_bf16_factory(L, x, bits):
 _SORTED = {}
 
 
-def exllamav2_act_order_factory(L, x, bits):
-    # An act-order layer as the exllamav2 backend runs it: sorted rows, x gathered per call (by the
-    # Hopper GEMM's x staging, else by a gather kernel in front of the kernel). The copies
-    # hold the same data, so the (CPU-side) sort is done once per shape and its result cloned.
+def _sorted_copy(L, x, bits):
+    """An act-order layer's rows sorted at load (exllamav2_prepare) and its perm. The rotated copies hold
+    the same data, so the (CPU-side) sort is done once per shape and its result cloned."""
     K, N = x.shape[1], L["qweight"].shape[1]
     key = (K, N, bits)
     if key not in _SORTED:
@@ -136,16 +135,20 @@ def exllamav2_act_order_factory(L, x, bits):
         _SORTED.clear()
         _SORTED[key] = torch.ops.gptq.exllamav2_prepare(L["qweight"], g, bits, 128)
     qs, perm = _SORTED[key]
-    qs = qs.clone()
+    return qs.clone(), perm
+
+
+def exllamav2_act_order_factory(L, x, bits):
+    # An act-order layer as the exllamav2 backend runs it: sorted rows, x gathered per call (by the
+    # Hopper GEMM's x staging, else by a gather kernel in front of the kernel).
+    qs, perm = _sorted_copy(L, x, bits)
     return lambda: torch.ops.gptq.exllamav2_gemm(x, qs, L["qzeros"], L["scales"], perm, bits, 128, 2)
 
 
 def exllamav2_act_order_index_select_factory(L, x, bits):
     # The act-order path before the gather kernel (for A/B runs only): torch's index_select, then the
     # kernel on the gathered x.
-    exllamav2_act_order_factory(L, x, bits)
-    qs, perm = _SORTED[(x.shape[1], L["qweight"].shape[1], bits)]
-    qs = qs.clone()
+    qs, perm = _sorted_copy(L, x, bits)
     return lambda: torch.ops.gptq.exllamav2_gemm(x.index_select(1, perm), qs, L["qzeros"], L["scales"], None, bits,
                                                  128, 2)
 

@@ -102,14 +102,9 @@ at::Tensor run_gemv(const char* op, const at::Tensor& x, const at::Tensor& qweig
              x.scalar_type());
   args.bf16 = x.scalar_type() == at::kBFloat16;
   args.x = static_cast<const __half*>(xc.const_data_ptr());
-  at::Tensor pc;
-  if (perm.defined()) {
-    GPTQ_CHECK(perm.scalar_type() == at::kInt && perm.dim() == 1 && perm.size(0) == K && perm.device() == x.device(),
-               op, "perm must be int32 of shape [K] = [", K, "] on ", x.device(), ", got ", perm.scalar_type(), " ",
-               perm.sizes(), " on ", perm.device());
-    pc = aligned(perm);
-    args.perm = pc.const_data_ptr<int32_t>();
-  }
+  // perm was checked (int32 [K] on x's device) by the op that passes it.
+  const at::Tensor pc = perm.defined() ? aligned(perm) : at::Tensor();
+  if (pc.defined()) args.perm = pc.const_data_ptr<int32_t>();
   args.qweight = reinterpret_cast<const uint32_t*>(qw.const_data_ptr<int32_t>());
   args.qzeros = reinterpret_cast<const uint32_t*>(qz.const_data_ptr<int32_t>());
   args.scales = static_cast<const __half*>(sc.const_data_ptr());

@@ -531,6 +531,37 @@ def square_layers(bits, K, count, seed, dtype=torch.float16, act_order=False):
     return layers
 
 
+def check_chain(steps, refs, x0, graph, tol, label):
+    """Feeds x0 through `steps` (each a call on the previous output) with no synchronization in between,
+    eagerly, or captured in a CUDA graph (warmed up outside the capture) and replayed on a new x0, after
+    poisoning the allocator; then checks every step against float64 on the input it actually got:
+    y_i against x_i W_i^T for W_i in `refs`, relative error under `tol`."""
+    def chain(x):
+        outs = [x]
+        for step in steps:
+            outs.append(step(outs[-1]))
+        return outs
+
+    if graph:
+        chain(x0)
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            outs = chain(x0)
+        x0.copy_(torch.randn_like(x0))
+        poison_cuda_allocator()
+        g.replay()
+    else:
+        poison_cuda_allocator()
+        outs = chain(x0)
+    torch.cuda.synchronize()
+    for i, W in enumerate(refs):
+        y, x = outs[i + 1], outs[i]
+        assert torch.isfinite(y).all(), f"step {i} ({label}): non-finite output"
+        err = rel_error(y, x.double() @ W.t())
+        assert err < tol, f"step {i} ({label}): {err:.2e}"
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("bits,m,dtype", [(4, 1, torch.float16), (4, 3, torch.float16), (4, 16, torch.float16),
                                           (4, 32, torch.float16), (4, 64, torch.float16), (3, 1, torch.float16),
@@ -548,30 +579,8 @@ def test_cuda_chained_calls_each_read_the_finished_output_of_the_one_before(bits
     layers = square_layers(bits, K, 8, seed=100 * bits + m, dtype=dtype)
     x0 = torch.randn(m, K, device="cuda").to(dtype)
 
-    def chain(x):
-        outs = [x]
-        for L, _ in layers:
-            outs.append(run_gemm_op(L, outs[-1], bits))
-        return outs
-
-    if graph:
-        chain(x0)  # warm up outside the capture
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            outs = chain(x0)
-        x0.copy_(torch.randn_like(x0))
-        poison_cuda_allocator()
-        g.replay()
-    else:
-        poison_cuda_allocator()
-        outs = chain(x0)
-    torch.cuda.synchronize()
-    for i, (L, W) in enumerate(layers):
-        y, x = outs[i + 1], outs[i]
-        assert torch.isfinite(y).all(), f"step {i}: non-finite output"
-        err = rel_error(y, x.double() @ W.t())
-        assert err < TOL[dtype], f"step {i} (bits={bits}, m={m}, {dtype}, graph={graph}): {err:.2e}"
+    steps = [lambda x, L=L: run_gemm_op(L, x, bits) for L, _ in layers]
+    check_chain(steps, [W for _, W in layers], x0, graph, TOL[dtype], f"bits={bits}, m={m}, {dtype}, graph={graph}")
 
 
 @pytest.mark.gpu
@@ -589,36 +598,13 @@ def test_cuda_chained_act_order_calls_gather_the_finished_output(bits, m, dtype,
     # ungathered input and the unsorted weights (2e-3 in fp16, 1e-2 in bf16: one rounding of y).
     K = 4096
     layers = square_layers(bits, K, 6, seed=300 * bits + m, dtype=dtype, act_order=True)
-    prepared = []
+    x0 = torch.randn(m, K, device="cuda").to(dtype)
+    steps = []
     for L, _ in layers:
         qs, perm = torch.ops.gptq.exllamav2_prepare(L["qweight"], L["g_idx"], bits, 128)
-        prepared.append((qs, perm))
-    x0 = torch.randn(m, K, device="cuda").to(dtype)
-
-    def chain(x):
-        outs = [x]
-        for (L, _), (qs, perm) in zip(layers, prepared):
-            outs.append(torch.ops.gptq.exllamav2_gemm(outs[-1], qs, L["qzeros"], L["scales"], perm, bits, 128, L["fmt"]))
-        return outs
-
-    if graph:
-        chain(x0)  # warm up outside the capture
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            outs = chain(x0)
-        x0.copy_(torch.randn_like(x0))
-        poison_cuda_allocator()
-        g.replay()
-    else:
-        poison_cuda_allocator()
-        outs = chain(x0)
-    torch.cuda.synchronize()
-    for i, (L, W) in enumerate(layers):
-        y, x = outs[i + 1], outs[i]
-        assert torch.isfinite(y).all(), f"step {i}: non-finite output"
-        err = rel_error(y, x.double() @ W.t())
-        assert err < TOL[dtype], f"step {i} (bits={bits}, m={m}, {dtype}, graph={graph}): {err:.2e}"
+        steps.append(lambda x, L=L, qs=qs, perm=perm: torch.ops.gptq.exllamav2_gemm(
+            x, qs, L["qzeros"], L["scales"], perm, bits, 128, L["fmt"]))
+    check_chain(steps, [W for _, W in layers], x0, graph, TOL[dtype], f"bits={bits}, m={m}, {dtype}, graph={graph}")
 
 
 @pytest.mark.gpu

@@ -31,19 +31,9 @@ __global__ void __launch_bounds__(kThreads) gather_rows_kernel(const uint16_t* _
                                                                 const int32_t* __restrict__ perm,
                                                                 uint16_t* __restrict__ out, int64_t K) {
   extern __shared__ uint4 row_smem[];  // K x 2 bytes with kSmem
-  gather::prefetch_perm(perm, K);
-  pdl::launch_dependents();
-  pdl::wait();  // x is the output of the kernel in front
   const int64_t m = blockIdx.x, c = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
-  const uint16_t* src = x + m * K;
-  const bool mine = c < K / 8;
-  const gather::Perm8 p = mine ? gather::load_perm8(perm, 8 * c) : gather::Perm8{};
-  if constexpr (kSmem) {
-    uint16_t* row = reinterpret_cast<uint16_t*>(row_smem);
-    gather::load_row(src, row, K);
-    src = row;
-  }
-  if (mine) reinterpret_cast<uint4*>(out + m * K)[c] = gather::gather8(src, p, K);
+  const uint4 v = gather::gathered_chunk<kSmem>(x + m * K, perm, K, c, row_smem);
+  if (c < K / 8) reinterpret_cast<uint4*>(out + m * K)[c] = v;
 }
 
 __global__ void __launch_bounds__(kThreads) gather_scalar_kernel(const uint16_t* __restrict__ x,

@@ -81,4 +81,28 @@ __device__ __forceinline__ uint4 gather8(const uint16_t* src, const Perm8& pp, i
   return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
 }
 
+// The whole gather of a dependent-launch kernel, block-wide (every thread of the block calls it, with
+// the same xr): prefetch perm into L2, trigger the kernel behind (it may start prefetching its weights
+// at once, as behind the Hopper GEMM's x staging; common/pdl.cuh), wait for the kernel in front (x is
+// its output), then return chunk c (channels 8c..8c+7) of the gathered row of xr (K channels, K % 8
+// == 0), or zeros where c >= K / 8 or xr is null (padding tokens). kSmem: through shared memory
+// `smem` (K x 2 bytes, K <= kMaxSmemK), else straight from global memory.
+template <bool kSmem>
+__device__ __forceinline__ uint4 gathered_chunk(const uint16_t* xr, const int32_t* __restrict__ perm, int64_t K,
+                                                int64_t c, uint4* smem) {
+  prefetch_perm(perm, K);
+  pdl::launch_dependents();
+  pdl::wait();
+  if (xr == nullptr) return make_uint4(0, 0, 0, 0);
+  const bool in_k = c < K / 8;
+  const Perm8 p = in_k ? load_perm8(perm, 8 * c) : Perm8{};
+  const uint16_t* src = xr;
+  if constexpr (kSmem) {
+    uint16_t* row = reinterpret_cast<uint16_t*>(smem);
+    load_row(xr, row, K);
+    src = row;
+  }
+  return in_k ? gather8(src, p, K) : make_uint4(0, 0, 0, 0);
+}
+
 }  // namespace gptq::cuda::gather

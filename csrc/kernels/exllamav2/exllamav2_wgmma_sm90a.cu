@@ -207,26 +207,11 @@ __global__ void __launch_bounds__(gather::kThreads) stage_x_perm_kernel(const __
                                                                          uint32_t* __restrict__ xs, int64_t M,
                                                                          int64_t K, int num_stages) {
   extern __shared__ uint4 row_smem[];
-  gather::prefetch_perm(perm, K);
-  pdl::launch_dependents();  // as in stage_x_kernel
-  pdl::wait();
-  const int64_t n = blockIdx.x;
+  const int64_t n = blockIdx.x;  // K % 8 == 0 (the launcher checks)
   const int e = static_cast<int>(blockIdx.y * blockDim.x + threadIdx.x);
-  const bool mine = e < num_stages * (kStageK / 8), in_k = n < M && e < K / 8;  // K % 8 == 0 (launcher)
-  if (n >= M) {  // the whole block
-    if (mine) stage_chunk<BT>(xs, n, e / (kStageK / 8), e % (kStageK / 8), make_uint4(0, 0, 0, 0), num_stages);
-    return;
-  }
-  const uint16_t* src = reinterpret_cast<const uint16_t*>(x) + n * K;
-  const gather::Perm8 p = in_k ? gather::load_perm8(perm, 8 * int64_t(e)) : gather::Perm8{};
-  if constexpr (kSmem) {
-    uint16_t* row = reinterpret_cast<uint16_t*>(row_smem);
-    gather::load_row(src, row, K);
-    src = row;
-  }
-  if (mine)
-    stage_chunk<BT>(xs, n, e / (kStageK / 8), e % (kStageK / 8), in_k ? gather::gather8(src, p, K) : make_uint4(0, 0, 0, 0),
-                    num_stages);
+  const uint16_t* xr = n < M ? reinterpret_cast<const uint16_t*>(x) + n * K : nullptr;
+  const uint4 v = gather::gathered_chunk<kSmem>(xr, perm, K, e, row_smem);  // triggers as stage_x_kernel does
+  if (e < num_stages * (kStageK / 8)) stage_chunk<BT>(xs, n, e / (kStageK / 8), e % (kStageK / 8), v, num_stages);
 }
 
 template <typename T, int BT, int CTAS>
