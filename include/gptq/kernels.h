@@ -30,9 +30,10 @@ at::Tensor autogptq_gemm(const at::Tensor& x, const at::Tensor& qweight, const a
 std::tuple<at::Tensor, at::Tensor> exllamav2_prepare(const at::Tensor& qweight, const at::Tensor& g_idx,
                                                      int64_t bits, int64_t group_size);
 // y = x[:, perm] W_sorted^T, with qweight_sorted and perm from exllamav2_prepare (perm undefined: no
-// act-order). On CUDA, 4-bit layers run a GEMV (small M; half2 arithmetic for fp16, fp32 for bf16),
-// a tensor-core GEMM from the checkpoint layout (fp16, M <= 16) or on Hopper a warpgroup-MMA GEMM
-// (fp16 and bf16, M up to 1024), else the AutoGPTQ-style kernel. Op: gptq::exllamav2_gemm.
+// act-order). On CUDA, 4-bit layers run a GEMV (fp16 M = 1 in half2 arithmetic; fp16 M = 2..8 and
+// bf16 M = 1..8 on the tensor cores), a tensor-core GEMM from the checkpoint layout (fp16, M <= 16) or
+// on Hopper a warpgroup-MMA GEMM (fp16 and bf16, M from 9 up to 1024), else the AutoGPTQ-style kernel.
+// Op: gptq::exllamav2_gemm.
 at::Tensor exllamav2_gemm(const at::Tensor& x, const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
                           const at::Tensor& scales, const c10::optional<at::Tensor>& perm, int64_t bits,
                           int64_t group_size, CheckpointFormat format);

@@ -118,4 +118,26 @@ TEST(GemmCudaExllamav2, ActOrderMatchesFloat64) {
   }
 }
 
+TEST(GemmCudaExllamav2, SmallBatchRowsMatchFloat64) {
+  // m = 1..16 tokens: on CUDA 4-bit m = 2..8 (bf16 from 1) take the tensor-core GEMV, m = 1 fp16 the
+  // half2 GEMV, m = 9 and 16 the tensor-core or Hopper GEMM (GPTQ_EXLLAMAV2_TCGEMV_MAX_M=16 hands them
+  // to the tensor-core GEMV too: the memcheck stage of scripts/gpu-check runs this test so). K = 1032
+  // (129 packed rows: a partial batch), N = 264 (a block with 8 features), groups of 64 and one group,
+  // v1 zero points; one rounding of y as the tolerance.
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  for (auto dtype : {at::kHalf, at::kBFloat16}) {
+    for (int64_t g : {64, -1}) {
+      auto L = make_layer(4, 1032, 264, g, false, gptq::CheckpointFormat::kGptq, dtype, 17 + g);
+      for (int64_t m : {1, 2, 3, 8, 9, 16}) {
+        auto x = at::randn({m, 1032}, at::kFloat).to(dtype);
+        poison_cuda_allocator();
+        auto y = gptq::exllamav2_gemm(x.cuda(), L.qweight.cuda(), L.qzeros.cuda(), L.scales.cuda(), c10::nullopt, 4,
+                                      g, gptq::CheckpointFormat::kGptq);
+        EXPECT_LT(rel_error(y, at::matmul(x.to(at::kDouble), L.W.t())), dtype == at::kHalf ? 2e-3 : 1e-2)
+            << dtype << " g " << g << " m " << m;
+      }
+    }
+  }
+}
+
 }  // namespace

@@ -221,8 +221,9 @@ def run_exllamav2(L, x, act_order):
 @pytest.mark.parametrize("act_order", [False, True])
 @pytest.mark.parametrize("m", [1, 3, 16])
 def test_cuda_exllamav2_half2_path_real_shapes(K, N, act_order, m):
-    # fp16, 4 bits: m <= 4 runs the half2 GEMV (products rounded to fp16, sums in fp32), 5 <= m <= 16
-    # the tensor-core GEMM (exact integer weights q - z from registers, fp32 accumulation).
+    # fp16, 4 bits: m = 1 runs the half2 GEMV (products rounded to fp16, sums in fp32), m = 3 the
+    # tensor-core GEMV (weights (q - z) s rounded once to fp16, fp32 accumulation), m = 16 the
+    # tensor-core GEMM (exact integer weights q - z from registers) or on the H100 the Hopper GEMM.
     L, W = make_layer(4, K, N, 128, act_order=act_order, device="cuda", seed=K - N + m)
     x = torch.randn(m, K, device="cuda").half()
     y = run_exllamav2(L, x, act_order)
@@ -311,9 +312,9 @@ def test_cuda_exllamav2_large_m_groups_formats_act_order(m, group_size, fmt, act
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 16, 64, 200])
 @pytest.mark.parametrize("group_size,fmt,act_order", [(128, "gptq", False), (32, "gptq_v2", True), (-1, "gptq", False)])
 def test_cuda_exllamav2_bf16(m, group_size, fmt, act_order):
-    # bf16 activations and scales: the GEMV in fp32 arithmetic (on the H100 at m = 1, elsewhere m <= 3),
-    # on the H100 from m = 2 the warpgroup-MMA GEMM, which decodes bf16 weights (q - z) s (the bf16
-    # tolerance: 2^-8 rounding of x, the weights and y); elsewhere the AutoGPTQ-style kernel.
+    # bf16 activations and scales: m = 1..4 the tensor-core GEMV, on the H100 from m = 9 the
+    # warpgroup-MMA GEMM, both decoding bf16 weights (q - z) s (the bf16 tolerance: 2^-8 rounding of x,
+    # the weights and y); elsewhere the AutoGPTQ-style kernel.
     # 2000-sigma outlier channels as in the fp16 tests.
     L, W = make_layer(4, 4096, 4352, group_size, act_order=act_order, fmt=fmt, dtype=torch.bfloat16, device="cuda",
                       seed=5 + m + group_size)
@@ -358,10 +359,11 @@ print("ok")
 
 @pytest.mark.gpu
 def test_cuda_exllamav2_bf16_gemv_at_m_2_to_4():
-    # On Hopper bf16 takes the GEMV at m = 1 only; GPTQ_EXLLAMAV2_WGMMA_MIN_M=5 (read once per process,
-    # hence the subprocess) hands it m = 2..4, the rows it serves on other GPUs. K = 4160 ends with a
+    # bf16 takes the tensor-core GEMV at m = 1..8 and, on Hopper, the Hopper GEMM from m = 9;
+    # GPTQ_EXLLAMAV2_TCGEMV_MIN_M=99 and GPTQ_EXLLAMAV2_WGMMA_MIN_M=5 (read once per process, hence the
+    # subprocess) hand the bf16 GEMV m = 2..4. K = 4160 ends with a
     # group of 64 channels at group size 128; 1e-2 as for every bf16 result.
-    run_in_subprocess(_BF16_GEMV_CHECK, {"GPTQ_EXLLAMAV2_WGMMA_MIN_M": "5"})
+    run_in_subprocess(_BF16_GEMV_CHECK, {"GPTQ_EXLLAMAV2_WGMMA_MIN_M": "5", "GPTQ_EXLLAMAV2_TCGEMV_MIN_M": "99"})
 
 
 _BLOCKS_PER_SM_CHECK = """
@@ -389,6 +391,71 @@ def test_cuda_exllamav2_hopper_gemm_one_and_two_blocks_an_sm(blocks):
     # m = 5 and 16 (a partial and a full token tile); the op's tolerances. Off Hopper the variable is
     # unused and the cases test the other paths.
     run_in_subprocess(_BLOCKS_PER_SM_CHECK, {"GPTQ_EXLLAMAV2_WGMMA_BLOCKS_PER_SM": blocks})
+
+
+_TCGEMV_CHECK = """
+import itertools
+cases = [
+    # real shapes, group 128, v1 zero points, act-order on one
+    (4096, 4096, 128, "gptq", False), (11008, 4096, 128, "gptq", True), (4096, 11008, 128, "gptq_v2", False),
+    # groups of 32 (4-row batches) and 64, one group, a group across batches (512)
+    (4096, 1056, 32, "gptq_v2", True), (4096, 1056, 64, "gptq", False), (4096, 1056, -1, "gptq", False),
+    # K/8 not a multiple of the batch (513 packed rows), one packed row, narrow and ragged N
+    (4104, 1056, -1, "gptq_v2", False), (8, 16, -1, "gptq", False), (2080, 8, 32, "gptq", False),
+    (4160, 264, 512, "gptq_v2", False), (64, 4096, 64, "gptq", False),
+]
+for (K, N, group_size, fmt, act_order), dtype in itertools.product(cases, (torch.float16, torch.bfloat16)):
+    for m in (1, 2, 3, 5, 8, 9, 16):
+        L, W = make_layer(4, K, N, group_size, act_order=act_order, fmt=fmt, dtype=dtype, device="cuda",
+                          seed=K + N + m)
+        x = torch.randn(m, K, device="cuda")
+        x[:, ::97] *= 2000
+        x = x.to(dtype)
+        y = run_exllamav2(L, x, act_order)
+        err = rel_error(y, x.double() @ W.t())
+        assert torch.isfinite(y).all() and err < TOL[dtype], (K, N, group_size, fmt, act_order, dtype, m, err)
+print("ok")
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", ["default", "2x2x2", "2x2x2s", "2x1x2", "2x1x2s", "2x2x1", "2x1x1s"])
+def test_cuda_exllamav2_tensor_core_gemv(config):
+    # The tensor-core GEMV (exllamav2_tcgemv.cu) for m = 1..16 (the op takes it at m = 2..8, bf16 from
+    # m = 1), forced on through GPTQ_EXLLAMAV2_TCGEMV_MIN_M / _MAX_M, in the default variants (x in
+    # registers up to 8 tokens, in shared-memory slots above) and each other J x WC x R[s]
+    # (GPTQ_EXLLAMAV2_TCGEMV_CONFIG; read once per process, hence the subprocess). fp16 weights
+    # (q - z) s rounded once (2^-11) or bf16 (2^-9), fp32 accumulation: the op's tolerances. m = 8 / 9
+    # is the edge of one and two token tiles; 2000-sigma outlier channels.
+    env = {"GPTQ_EXLLAMAV2_TCGEMV_MIN_M": "1", "GPTQ_EXLLAMAV2_TCGEMV_MAX_M": "16"}
+    if config != "default":
+        env["GPTQ_EXLLAMAV2_TCGEMV_CONFIG"] = config
+    run_in_subprocess(_TCGEMV_CHECK, env)
+
+
+_WITHOUT_TCGEMV_CHECK = """
+for K, N, group_size, fmt, act_order in ((4096, 4096, 128, "gptq", False), (4104, 1056, -1, "gptq_v2", False),
+                                         (2080, 8, 32, "gptq", True), (11008, 4096, 64, "gptq_v2", True)):
+    for dtype in (torch.float16, torch.bfloat16):
+        for m in (1, 2, 3, 4, 5, 8):
+            L, W = make_layer(4, K, N, group_size, act_order=act_order, fmt=fmt, dtype=dtype, device="cuda",
+                              seed=K + N + m)
+            x = torch.randn(m, K, device="cuda")
+            x[:, ::97] *= 2000
+            x = x.to(dtype)
+            y = run_exllamav2(L, x, act_order)
+            err = rel_error(y, x.double() @ W.t())
+            assert torch.isfinite(y).all() and err < TOL[dtype], (K, N, group_size, dtype, m, err)
+print("ok")
+"""
+
+
+@pytest.mark.gpu
+def test_cuda_exllamav2_m_2_to_8_without_tensor_core_gemv():
+    # The kernels the tensor-core GEMV took m = 2..8 from (the half2 GEMV at m = 2..4, the bf16 GEMV at
+    # m = 1..4 off Hopper, the tensor-core GEMM and the Hopper GEMM from m = 4 or 5) still serve them
+    # with it turned off (a minimum above the maximum; read once per process, hence the subprocess).
+    run_in_subprocess(_WITHOUT_TCGEMV_CHECK, {"GPTQ_EXLLAMAV2_TCGEMV_MIN_M": "99"})
 
 
 @pytest.mark.gpu
@@ -569,9 +636,9 @@ def check_chain(steps, refs, x0, graph, tol, label):
                                           (2, 3, torch.float16), (8, 1, torch.bfloat16)])
 @pytest.mark.parametrize("graph", [False, True])
 def test_cuda_chained_calls_each_read_the_finished_output_of_the_one_before(bits, m, dtype, graph):
-    # 8 layers of 4096 x 4096 (split K at every m here; on the H100 fp16 m = 1, 3 and 3-bit take the
-    # half2 GEMVs, m = 16..64 the Hopper GEMM, bf16 the fp32 GEMV, 2 and 8 bits the AutoGPTQ-style
-    # GEMV with its split-reduction kernel), each fed the previous one's output: eagerly
+    # 8 layers of 4096 x 4096 (split K at every m here; on the H100 fp16 m = 1 and 3-bit take the
+    # half2 GEMVs, fp16 m = 3 and bf16 m = 1 the tensor-core GEMV, m = 16..64 the Hopper GEMM, 2 and 8
+    # bits the AutoGPTQ-style GEMV with its split-reduction kernel), each fed the previous one's output: eagerly
     # with one synchronization at the end, or captured in a CUDA graph and replayed on a new input.
     # Each step is checked against float64 on the input it actually got (2e-3 in fp16, 1e-2 in bf16: one
     # rounding of y).

@@ -56,6 +56,15 @@ inline bool exllamav2_mma_supports(int64_t M, int64_t group_size) {
 GemvPlan exllamav2_mma_plan(int64_t M, int64_t K, int64_t N, const GemvDevice& dev);
 cudaError_t launch_exllamav2_mma(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 
+// The tensor-core GEMV (exllamav2_tcgemv.cu): M = 1..16 tokens, fp16 or bf16, group size -1 or a
+// multiple of 32. plan.batch: packed rows a batch along K (4 or 8).
+constexpr int kExllamaV2TcGemvMaxM = 16;
+inline bool exllamav2_tcgemv_supports(int64_t M, int64_t group_size) {
+  return M >= 1 && M <= kExllamaV2TcGemvMaxM && (group_size == -1 || (group_size > 0 && group_size % 32 == 0));
+}
+GemvPlan exllamav2_tcgemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, bool bf16, const GemvDevice& dev);
+cudaError_t launch_exllamav2_tcgemv(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
+
 // The Hopper GEMM on warpgroup MMA (exllamav2_wgmma_sm90a.cu; built when 90a is among the CUDA
 // architectures, which defines GPTQ_WITH_SM90A, and run on compute capability 9.0 alone): any M,
 // group size -1 or a power of two >= 32. plan.batch: tokens a block (16, 32, 64 or 128);

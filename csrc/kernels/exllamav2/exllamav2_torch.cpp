@@ -1,6 +1,7 @@
 // Torch adapter: the act-order gather (inside the Hopper GEMM's x staging, else a kernel of its own),
-// then the half2 GEMV (small M), the tensor-core GEMM (M <= 16) or, on Hopper, the warpgroup-MMA GEMM
-// (larger M) where they apply (src/gemv_cuda.cpp runs them), else the AutoGPTQ-style op.
+// then the tensor-core GEMV (M = 2..8; bf16 from M = 1), the half2 GEMV (fp16 M = 1), the tensor-core
+// GEMM (M <= 16) or, on Hopper, the warpgroup-MMA GEMM (larger M) where they apply (src/gemv_cuda.cpp
+// runs them), else the AutoGPTQ-style op.
 #include "exllamav2_torch.h"
 
 #include <algorithm>
@@ -55,6 +56,23 @@ int64_t wgmma_max_m(int64_t K, int64_t N) {
   return K * N > int64_t{4096} * 4096 ? 1024 : 64;
 }
 
+// Rows the tensor-core GEMV takes: fp16 m = 2..8, bf16 m = 1..8, on every GPU of compute capability
+// 8.0 or newer (measured on the H100 only, benchmarks/results/2026-11-23_h100_s9_tcgemv-*). It
+// beats the half2 GEMV from m = 2 (8192x28672: 50.1 against 57.4 us; 8192x8192: 16.8 against 18.9),
+// and the Hopper GEMM up to m = 8 (8192x28672 at m = 8: 51.3 against 54.0; 8192x8192: 18.3 against
+// 21.5), but not at m = 12..16 on the large layers (8192x28672 at m = 16: 64.4 against 56.2). In bf16
+// it beats the fp32-arithmetic GEMV at m = 1 (8192x28672: 52.7 against 56.7 us). The half2 GEMV keeps
+// fp16 m = 1 (45.5 against 51.2 us). GPTQ_EXLLAMAV2_TCGEMV_MIN_M / _MAX_M override them (tuning and
+// tests; a minimum above the maximum turns it off).
+int64_t tcgemv_min_m(bool bf16) {
+  static const int64_t env = env_rows("GPTQ_EXLLAMAV2_TCGEMV_MIN_M");
+  return env > 0 ? env : bf16 ? 1 : 2;
+}
+int64_t tcgemv_max_m() {
+  static const int64_t env = env_rows("GPTQ_EXLLAMAV2_TCGEMV_MAX_M");
+  return env > 0 ? env : 8;
+}
+
 bool hopper() {
 #if defined(GPTQ_WITH_SM90A)
   const auto* props = at::cuda::getCurrentDeviceProperties();
@@ -99,10 +117,19 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   const int64_t M = x.size(0);
   const bool fp16_4bit = x.scalar_type() == at::kHalf && bits == 4 && s.N % 8 == 0;
   const bool bf16_4bit = x.scalar_type() == at::kBFloat16 && bits == 4 && s.N % 8 == 0;
-  // Rows up to mma_min_m() - 1: the GEMV (half2 arithmetic for fp16, fp32 for bf16); from there to
-  // 16: the tensor-core GEMM (fp16); on Hopper, wgmma_min_m() to wgmma_max_m(): the warpgroup-MMA GEMM
-  // (fp16 and bf16); else dequantize + cuBLAS.
+  // tcgemv_min_m() to tcgemv_max_m(): the tensor-core GEMV (fp16 and bf16). Else rows up to
+  // mma_min_m() - 1: the GEMV (half2 arithmetic for fp16, fp32 for bf16); from there to 16: the
+  // tensor-core GEMM (fp16); on Hopper, wgmma_min_m() to wgmma_max_m(): the warpgroup-MMA GEMM (fp16
+  // and bf16); else dequantize + cuBLAS.
   const bool on_hopper = hopper();
+  if ((fp16_4bit || bf16_4bit) && M >= tcgemv_min_m(bf16_4bit) && M <= tcgemv_max_m() &&
+      exllamav2_tcgemv_supports(M, group_size)) {
+    const at::Tensor xg = p.defined() ? gather_columns(op, x, p) : x;
+    return run_gemv(
+        op, xg, qweight_sorted, qzeros, scales, s.K, s.N, group_size, checkpoint_format == 1,
+        [&](const GemvDevice& dev) { return exllamav2_tcgemv_plan(M, s.K, s.N, group_size, bf16_4bit, dev); },
+        launch_exllamav2_tcgemv);
+  }
   const bool gemv_rows = M < (bf16_4bit && on_hopper ? wgmma_min_m(s.K, s.N, true) : mma_min_m(s.K, s.N));
   const bool use_gemv = (fp16_4bit || bf16_4bit) && gemv_rows && exllamav2_gemv_supports(M, group_size);
   const bool use_wgmma = (fp16_4bit || bf16_4bit) && !use_gemv && M >= wgmma_min_m(s.K, s.N, bf16_4bit) &&

@@ -8,9 +8,9 @@ explicit name, or refuses it with the reason.
 Backends (in the order backend="auto" tries them; see `_auto_order`):
   exllamav2  act-order rows sorted by g_idx at load (x's columns gathered per call: inside the Hopper
              GEMM's x staging, else by a gather kernel launched as a dependent launch), then for 4 bits a
-             GEMV (fp16: half2 arithmetic, M = 1..3, or 1..4 on layers of 4096x4096 or less; bf16:
-             fp32 arithmetic, M = 1 on Hopper, else as fp16) or a tensor-core GEMM from the checkpoint
-             layout (fp16 up to M = 16; on Hopper a warpgroup-MMA GEMM up to M = 1024, 64 on layers of
+             GEMV (fp16 M = 1: half2 arithmetic; fp16 M = 2..8 and bf16 M = 1..8: the tensor-core
+             GEMV, one decode a weight for all tokens) or a tensor-core GEMM from the checkpoint layout
+             (fp16 up to M = 16; on Hopper a warpgroup-MMA GEMM from M = 9 up to 1024, 64 on layers of
              4096x4096 or less, for fp16 and bf16; group size -1 or a power of two >= 32), else the
              autogptq kernel on the sorted rows. On compute capability 9.0 these launch as dependent
              launches, prefetching weights while the kernel before them finishes (GPTQ_PDL=0: off).
