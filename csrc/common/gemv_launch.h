@@ -28,7 +28,7 @@ struct GemvArgs {
   int64_t M = 0, K = 0, N = 0;
   int64_t group_size = -1;            // -1 or a multiple of the batch's input channels
   bool zeros_minus_one = false;       // GPTQ v1 checkpoints store z - 1
-  bool bf16 = false;                  // x, scales and out are bf16 (the Hopper GEMM only); else fp16
+  bool bf16 = false;                  // x, scales and out are bf16 (the kernels that take it); else fp16
   int batches_per_split = 0;          // set by the launcher from the plan
 };
 

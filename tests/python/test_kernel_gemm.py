@@ -216,6 +216,20 @@ def run_exllamav2(L, x, act_order):
     return torch.ops.gptq.exllamav2_gemm(x, qs, L["qzeros"], L["scales"], perm, L["bits"], L["group_size"], L["fmt"])
 
 
+def check_exllamav2_outliers(K, N, group_size, m, dtype=torch.float16, act_order=False, fmt="gptq", seed=0, every=97):
+    """One 4-bit exllamav2 call against float64 on x with outlier channels (every `every`-th channel
+    2000 sigma, as in real LLM activations: no fp16 overflow in partial sums): finite, the op's
+    tolerance for `dtype`."""
+    L, W = make_layer(4, K, N, group_size, act_order=act_order, fmt=fmt, dtype=dtype, device="cuda", seed=seed)
+    x = torch.randn(m, K, device="cuda")
+    x[:, ::every] *= 2000
+    x = x.to(dtype)
+    y = run_exllamav2(L, x, act_order)
+    err = rel_error(y, x.double() @ W.t())
+    assert y.dtype == dtype and torch.isfinite(y).all() and err < TOL[dtype], (K, N, group_size, fmt, act_order,
+                                                                                 dtype, m, err)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("K,N", REAL_SHAPES)
 @pytest.mark.parametrize("act_order", [False, True])
@@ -238,13 +252,7 @@ def test_cuda_exllamav2_half2_path_real_shapes(K, N, act_order, m):
 def test_cuda_exllamav2_half2_path_groups_formats_and_large_activations(group_size, fmt, m):
     # The tensor-core GEMM (m >= 5) stages 256 channels at a time: groups of 32 and 64 end inside a
     # stage, 256 fills one, -1 spans them all.
-    L, W = make_layer(4, 4096, 1056, group_size, fmt=fmt, device="cuda", seed=3 + m)
-    x = torch.randn(m, 4096, device="cuda")
-    x[:, ::97] *= 2000  # outlier channels as in real LLM activations: no fp16 overflow in the partial sums
-    x = x.half()
-    y = run_exllamav2(L, x, False)
-    assert torch.isfinite(y).all()
-    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+    check_exllamav2_outliers(4096, 1056, group_size, m, fmt=fmt, seed=3 + m)
 
 
 @pytest.mark.gpu
@@ -298,14 +306,8 @@ def test_cuda_exllamav2_large_m_groups_formats_act_order(m, group_size, fmt, act
     # 128-channel stages: groups of 32 and 64 end inside a stage, 256 spans two, -1 all; v1 zero
     # points (stored z - 1); act-order rows sorted at load; 2000-sigma outlier channels.
     # 4096 x 4352: large enough that m = 200 takes the warpgroup-MMA GEMM on the H100.
-    L, W = make_layer(4, 4096, 4352, group_size, act_order=act_order and group_size != -1, fmt=fmt, device="cuda",
-                      seed=7 + m + group_size)
-    x = torch.randn(m, 4096, device="cuda")
-    x[:, ::97] *= 2000
-    x = x.half()
-    y = run_exllamav2(L, x, act_order and group_size != -1)
-    assert torch.isfinite(y).all()
-    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+    check_exllamav2_outliers(4096, 4352, group_size, m, act_order=act_order and group_size != -1, fmt=fmt,
+                             seed=7 + m + group_size)
 
 
 @pytest.mark.gpu
@@ -316,27 +318,20 @@ def test_cuda_exllamav2_bf16(m, group_size, fmt, act_order):
     # warpgroup-MMA GEMM, both decoding bf16 weights (q - z) s (the bf16 tolerance: 2^-8 rounding of x,
     # the weights and y); elsewhere the AutoGPTQ-style kernel.
     # 2000-sigma outlier channels as in the fp16 tests.
-    L, W = make_layer(4, 4096, 4352, group_size, act_order=act_order, fmt=fmt, dtype=torch.bfloat16, device="cuda",
-                      seed=5 + m + group_size)
-    x = torch.randn(m, 4096, device="cuda")
-    x[:, ::97] *= 2000
-    x = x.bfloat16()
-    y = run_exllamav2(L, x, act_order)
-    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
-    assert rel_error(y, x.double() @ W.t()) < TOL[torch.bfloat16]
+    check_exllamav2_outliers(4096, 4352, group_size, m, torch.bfloat16, act_order, fmt, seed=5 + m + group_size)
 
 
 def run_in_subprocess(body, env):
     """Runs `body` (Python that ends by printing "ok") in a fresh interpreter with `env` added to the
     environment: the kernels read their tuning variables once per process. The body sees torch, gptq,
-    rel_error, make_layer, run_exllamav2 and TOL."""
+    rel_error, make_layer, run_exllamav2, check_exllamav2_outliers and TOL."""
     import os
     import subprocess
     import sys
 
     here = os.path.dirname(os.path.abspath(__file__))
     header = (f"import sys, torch\nsys.path.insert(0, {here!r})\nimport gptq\nfrom conftest import rel_error\n"
-              "from test_kernel_gemm import TOL, make_layer, run_exllamav2\n")
+              "from test_kernel_gemm import TOL, check_exllamav2_outliers, make_layer, run_exllamav2\n")
     r = subprocess.run([sys.executable, "-c", header + body], capture_output=True, text=True,
                        env={**os.environ, **env}, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
@@ -345,14 +340,7 @@ def run_in_subprocess(body, env):
 _BF16_GEMV_CHECK = """
 for m in (2, 3, 4):
     for group_size, fmt, act_order in ((128, "gptq", False), (32, "gptq_v2", True), (-1, "gptq", False)):
-        L, W = make_layer(4, 4160, 4352, group_size, act_order=act_order, fmt=fmt, dtype=torch.bfloat16,
-                          device="cuda", seed=m + group_size)
-        x = torch.randn(m, 4160, device="cuda")
-        x[:, ::97] *= 2000
-        x = x.bfloat16()
-        y = run_exllamav2(L, x, act_order)
-        err = rel_error(y, x.double() @ W.t())
-        assert torch.isfinite(y).all() and err < TOL[torch.bfloat16], (m, group_size, err)
+        check_exllamav2_outliers(4160, 4352, group_size, m, torch.bfloat16, act_order, fmt, seed=m + group_size)
 print("ok")
 """
 
@@ -370,13 +358,7 @@ _BLOCKS_PER_SM_CHECK = """
 for K, N, group_size, dtype in ((4096, 4096, 128, torch.float16), (11008, 4096, 32, torch.float16),
                                 (4104, 4352, -1, torch.float16), (8192, 8192, 128, torch.bfloat16)):
     for m in (5, 16):
-        L, W = make_layer(4, K, N, group_size, dtype=dtype, device="cuda", seed=K + N + m)
-        x = torch.randn(m, K, device="cuda")
-        x[:, ::89] *= 2000
-        x = x.to(dtype)
-        y = run_exllamav2(L, x, False)
-        err = rel_error(y, x.double() @ W.t())
-        assert torch.isfinite(y).all() and err < TOL[dtype], (K, N, group_size, dtype, m, err)
+        check_exllamav2_outliers(K, N, group_size, m, dtype, seed=K + N + m, every=89)
 print("ok")
 """
 
@@ -406,14 +388,7 @@ cases = [
 ]
 for (K, N, group_size, fmt, act_order), dtype in itertools.product(cases, (torch.float16, torch.bfloat16)):
     for m in (1, 2, 3, 5, 8, 9, 16):
-        L, W = make_layer(4, K, N, group_size, act_order=act_order, fmt=fmt, dtype=dtype, device="cuda",
-                          seed=K + N + m)
-        x = torch.randn(m, K, device="cuda")
-        x[:, ::97] *= 2000
-        x = x.to(dtype)
-        y = run_exllamav2(L, x, act_order)
-        err = rel_error(y, x.double() @ W.t())
-        assert torch.isfinite(y).all() and err < TOL[dtype], (K, N, group_size, fmt, act_order, dtype, m, err)
+        check_exllamav2_outliers(K, N, group_size, m, dtype, act_order, fmt, seed=K + N + m)
 print("ok")
 """
 
@@ -438,14 +413,7 @@ for K, N, group_size, fmt, act_order in ((4096, 4096, 128, "gptq", False), (4104
                                          (2080, 8, 32, "gptq", True), (11008, 4096, 64, "gptq_v2", True)):
     for dtype in (torch.float16, torch.bfloat16):
         for m in (1, 2, 3, 4, 5, 8):
-            L, W = make_layer(4, K, N, group_size, act_order=act_order, fmt=fmt, dtype=dtype, device="cuda",
-                              seed=K + N + m)
-            x = torch.randn(m, K, device="cuda")
-            x[:, ::97] *= 2000
-            x = x.to(dtype)
-            y = run_exllamav2(L, x, act_order)
-            err = rel_error(y, x.double() @ W.t())
-            assert torch.isfinite(y).all() and err < TOL[dtype], (K, N, group_size, dtype, m, err)
+            check_exllamav2_outliers(K, N, group_size, m, dtype, act_order, fmt, seed=K + N + m)
 print("ok")
 """
 

@@ -35,6 +35,7 @@
 #include <cstdlib>
 #include <utility>
 
+#include "common/cp_async.cuh"
 #include "common/gemv.cuh"
 #include "common/mma.cuh"
 #include "exllamav2_decode.cuh"
@@ -46,13 +47,6 @@ using gemv::increment_nibbles;
 using gemv::kThreads;
 using gemv::kWarps;
 using gemv::load_stream;
-
-// 16 bytes global -> shared (an address in the shared window), zero-filled when !valid.
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
 // x[token][8r .. 8r + 7] (16 bytes) -> the B registers of k16 steps 0 and 1: (ch 0, 4), (1, 5) and
 // (2, 6), (3, 7), the channel pairs the decode puts in one A register.
@@ -140,7 +134,8 @@ __global__ void __launch_bounds__(kThreads, 2) exllamav2_tcgemv_kernel(GemvArgs 
         const int tok = 8 * nt + g;
         const bool valid = r < rows && tok < M;
         if constexpr (XS) {
-          cp_async16(smem_addr(&xs[(b / kKWarps) & 1][rho][nt][lane]), valid ? x4 + int64_t(tok) * rows + r : x4, valid);
+          cp_async16(smem_addr(&xs[(b / kKWarps) & 1][rho][nt][lane]), valid ? x4 + int64_t(tok) * rows + r : x4,
+                     valid);
         } else {
           next_x[rho][nt] = valid ? __ldg(x4 + int64_t(tok) * rows + r) : make_uint4(0, 0, 0, 0);
         }
@@ -176,7 +171,7 @@ __global__ void __launch_bounds__(kThreads, 2) exllamav2_tcgemv_kernel(GemvArgs 
       s[j] = next_s[j];
       zw[j] = next_z[j];
     }
-    if constexpr (XS) cp_async_wait_all();  // this batch's x (the next batch's copies start below)
+    if constexpr (XS) cp_async_wait<0>();  // this batch's x (the next batch's copies start below)
     if (b + kKWarps < b_end) fetch(b + kKWarps);
 
     uint32_t xb[R][NT][2][2];  // [rho][token tile][k16 step][B register]
@@ -245,15 +240,17 @@ __global__ void __launch_bounds__(kThreads, 2) exllamav2_tcgemv_kernel(GemvArgs 
                           a.counters, M, N);
 }
 
-// A variant of the kernel: J x WC x R, and x by cp.async through shared memory ("s") or in
+// A variant of the kernel (J = kJ always): WC, R, and x by cp.async through shared memory (XS) or in
 // registers. The defaults are the fastest measured on the H100
-// (benchmarks/results/2026-11-23_h100_s9_tcgemv-*): 2x2x2 with x in registers for M <= 8, 2x2x2s for
-// M = 9..16, where x in registers spills (8192x28672 at m = 16: 64.4 against 74.9 us).
-// GPTQ_EXLLAMAV2_TCGEMV_CONFIG ("2x1x2", "2x2x1s", ...: J = 2, WC = 1 or 2, R = 1 or 2) picks one for
-// both (tuning and tests). (R = 4 with x in registers spilled 100+ bytes and lost, J = 4 spilled more;
-// benchmarks/results/2026-11-23_h100_s9_tcgemv-a/b_ab_table.txt.)
+// (benchmarks/results/2026-11-23_h100_s9_tcgemv-*): WC = 2, R = 2 with x in registers for M <= 8
+// ("2x2x2"), the same with x slots for M = 9..16 ("2x2x2s"), where x in registers spills (8192x28672
+// at m = 16: 64.4 against 74.9 us). GPTQ_EXLLAMAV2_TCGEMV_CONFIG, "2x<WC>x<R>" with an optional "s"
+// (WC = 1 or 2, R = 1 or 2), picks one for both (tuning and tests). (R = 4 with x in registers
+// spilled 100+ bytes and lost, J = 4 spilled more; benchmarks/results/2026-11-23_h100_s9_tcgemv-a/b_*.)
+constexpr int kJ = 2;  // 16-byte loads a lane a packed row: 64 features a warp column
+
 struct Config {
-  int j, wc, r;
+  int wc, r;
   bool xs;
 };
 
@@ -263,12 +260,11 @@ Config config_for(int64_t M) {
     int j = 0, wc = 0, r = 0;
     char xs = 0;
     const int n = e == nullptr ? 0 : std::sscanf(e, "%dx%dx%d%c", &j, &wc, &r, &xs);
-    const bool slots = n == 4 && xs == 's';
-    const bool ok = n >= 3 && j == 2 && (wc == 1 || wc == 2) && (r == 1 || r == 2);
-    return std::make_pair(ok, Config{j, wc, r, slots});
+    const bool ok = n >= 3 && j == kJ && (wc == 1 || wc == 2) && (r == 1 || r == 2);
+    return std::make_pair(ok, Config{wc, r, n == 4 && xs == 's'});
   }();
   if (env.first) return env.second;
-  return M <= 8 ? Config{2, 2, 2, false} : Config{2, 2, 2, true};
+  return Config{2, 2, M > 8};
 }
 
 // R for the group size: batches of 32 R channels must not straddle a group.
@@ -283,8 +279,8 @@ gemv::Kernel kernel_r(int r) {
 
 template <typename T, int NT>
 gemv::Kernel kernel_nt(const Config& c, int r) {
-  if (c.xs) return c.wc == 1 ? kernel_r<T, NT, 2, 1, true>(r) : kernel_r<T, NT, 2, 2, true>(r);
-  return c.wc == 1 ? kernel_r<T, NT, 2, 1, false>(r) : kernel_r<T, NT, 2, 2, false>(r);
+  if (c.xs) return c.wc == 1 ? kernel_r<T, NT, kJ, 1, true>(r) : kernel_r<T, NT, kJ, 2, true>(r);
+  return c.wc == 1 ? kernel_r<T, NT, kJ, 1, false>(r) : kernel_r<T, NT, kJ, 2, false>(r);
 }
 
 gemv::Kernel kernel_for(int64_t M, int r, bool bf16) {
@@ -299,7 +295,7 @@ GemvPlan exllamav2_tcgemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_si
   const Config c = config_for(M);
   const int r = rows_for(c, group_size);
   const int64_t batches = (K / 8 + 4 * r - 1) / (4 * r);
-  return gemv::make_plan(kernel_for(M, r, bf16), 4 * r, batches, N, dev, kWarps / c.wc, 32 * c.j * c.wc);
+  return gemv::make_plan(kernel_for(M, r, bf16), 4 * r, batches, N, dev, kWarps / c.wc, 32 * kJ * c.wc);
 }
 
 cudaError_t launch_exllamav2_tcgemv(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {

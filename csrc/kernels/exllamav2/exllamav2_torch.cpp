@@ -122,23 +122,19 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   // tensor-core GEMM (fp16); on Hopper, wgmma_min_m() to wgmma_max_m(): the warpgroup-MMA GEMM (fp16
   // and bf16); else dequantize + cuBLAS.
   const bool on_hopper = hopper();
-  if ((fp16_4bit || bf16_4bit) && M >= tcgemv_min_m(bf16_4bit) && M <= tcgemv_max_m() &&
-      exllamav2_tcgemv_supports(M, group_size)) {
-    const at::Tensor xg = p.defined() ? gather_columns(op, x, p) : x;
-    return run_gemv(
-        op, xg, qweight_sorted, qzeros, scales, s.K, s.N, group_size, checkpoint_format == 1,
-        [&](const GemvDevice& dev) { return exllamav2_tcgemv_plan(M, s.K, s.N, group_size, bf16_4bit, dev); },
-        launch_exllamav2_tcgemv);
-  }
+  const bool use_tcgemv = (fp16_4bit || bf16_4bit) && M >= tcgemv_min_m(bf16_4bit) && M <= tcgemv_max_m() &&
+                          exllamav2_tcgemv_supports(M, group_size);
   const bool gemv_rows = M < (bf16_4bit && on_hopper ? wgmma_min_m(s.K, s.N, true) : mma_min_m(s.K, s.N));
-  const bool use_gemv = (fp16_4bit || bf16_4bit) && gemv_rows && exllamav2_gemv_supports(M, group_size);
-  const bool use_wgmma = (fp16_4bit || bf16_4bit) && !use_gemv && M >= wgmma_min_m(s.K, s.N, bf16_4bit) &&
-                         M <= wgmma_max_m(s.K, s.N) &&
+  const bool use_gemv =
+      (fp16_4bit || bf16_4bit) && !use_tcgemv && gemv_rows && exllamav2_gemv_supports(M, group_size);
+  const bool use_wgmma = (fp16_4bit || bf16_4bit) && !use_tcgemv && !use_gemv &&
+                         M >= wgmma_min_m(s.K, s.N, bf16_4bit) && M <= wgmma_max_m(s.K, s.N) &&
                          exllamav2_wgmma_supports(M, group_size) && on_hopper;
-  const bool use_mma = fp16_4bit && !use_gemv && !use_wgmma && exllamav2_mma_supports(M, group_size);
+  const bool use_mma =
+      fp16_4bit && !use_tcgemv && !use_gemv && !use_wgmma && exllamav2_mma_supports(M, group_size);
   // Every kernel but the Hopper GEMM (which gathers while it stages x) takes x already gathered.
   const at::Tensor xp = p.defined() && !use_wgmma ? gather_columns(op, x, p) : x;
-  if (!use_gemv && !use_mma && !use_wgmma) {
+  if (!use_tcgemv && !use_gemv && !use_mma && !use_wgmma) {
     return gptq::autogptq_gemm(xp, qweight_sorted, qzeros, scales, c10::nullopt, bits, group_size,
                                static_cast<CheckpointFormat>(checkpoint_format));
   }
@@ -150,11 +146,12 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   }
 #endif
   auto plan_for = [&](const GemvDevice& dev) {
-    return use_gemv ? exllamav2_gemv_plan(M, s.K, s.N, group_size, bf16_4bit, dev)
-                    : exllamav2_mma_plan(M, s.K, s.N, dev);
+    return use_tcgemv ? exllamav2_tcgemv_plan(M, s.K, s.N, group_size, bf16_4bit, dev)
+           : use_gemv ? exllamav2_gemv_plan(M, s.K, s.N, group_size, bf16_4bit, dev)
+                      : exllamav2_mma_plan(M, s.K, s.N, dev);
   };
   return run_gemv(op, xp, qweight_sorted, qzeros, scales, s.K, s.N, group_size, checkpoint_format == 1, plan_for,
-                  use_gemv ? launch_exllamav2_gemv : launch_exllamav2_mma);
+                  use_tcgemv ? launch_exllamav2_tcgemv : use_gemv ? launch_exllamav2_gemv : launch_exllamav2_mma);
 }
 
 }  // namespace gptq::cuda

@@ -46,6 +46,7 @@
 #include <atomic>
 #include <cstdlib>
 
+#include "common/cp_async.cuh"
 #include "common/gemv.cuh"
 #include "common/mma.cuh"
 #include "common/smem.cuh"
@@ -90,24 +91,6 @@ struct Layout {
   static constexpr int kSmem = kStages * kStage;
   static_assert(kStage % 128 == 0 && kAhead >= 2, "stage layout");
 };
-
-// 16 or 4 bytes global -> shared (address in the shared window) through the generic proxy, zero-filled
-// when !valid.
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 4 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 // x [M, K] -> xs [token tile][stage][i][t][kc][BT] of 16-byte rows (see the top of the file): the
 // 8 channels (k0..k7) of iteration i's chunk c of token n give word c of rows (t, kc) = (0, 0):
