@@ -140,4 +140,27 @@ TEST(GemmCudaExllamav2, SmallBatchRowsMatchFloat64) {
   }
 }
 
+TEST(GemmCudaAutogptq3, SmallBatchRowsMatchFloat64) {
+  // 3 bits, fp16, m = 1..16 tokens: m = 2..16 take the 3-bit tensor-core GEMV, m = 1 the half2 GEMV
+  // (GPTQ_AUTOGPTQ_TCGEMV3_MIN_M=1 hands m = 1 to the tensor-core GEMV too: the memcheck stage of
+  // scripts/gpu-check runs this test so). K = 1120 (35 periods of 32 channels: a last batch of 3),
+  // N = 544 (a last block of 32 features), groups of 32 and one group, v1 and v2 zero points; one
+  // rounding of y as the tolerance.
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  for (auto format : {gptq::CheckpointFormat::kGptq, gptq::CheckpointFormat::kGptqV2}) {
+    for (int64_t g : {32, -1}) {
+      auto L = make_layer(3, 1120, 544, g, false, format, at::kHalf, 23 + g);
+      for (int64_t m : {1, 2, 3, 8, 9, 16}) {
+        auto x = at::randn({m, 1120}, at::kFloat).to(at::kHalf);
+        poison_cuda_allocator();
+        auto y = gptq::autogptq_gemm(x.cuda(), L.qweight.cuda(), L.qzeros.cuda(), L.scales.cuda(), c10::nullopt, 3, g,
+                                     format);
+        EXPECT_FALSE(at::isnan(y).any().item<bool>()) << "an output element was not written";
+        EXPECT_LT(rel_error(y, at::matmul(x.to(at::kDouble), L.W.t())), 2e-3)
+            << gptq::to_string(format) << " g " << g << " m " << m;
+      }
+    }
+  }
+}
+
 }  // namespace

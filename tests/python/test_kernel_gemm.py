@@ -324,14 +324,15 @@ def test_cuda_exllamav2_bf16(m, group_size, fmt, act_order):
 def run_in_subprocess(body, env):
     """Runs `body` (Python that ends by printing "ok") in a fresh interpreter with `env` added to the
     environment: the kernels read their tuning variables once per process. The body sees torch, gptq,
-    rel_error, make_layer, run_exllamav2, check_exllamav2_outliers and TOL."""
+    rel_error, make_layer, run_exllamav2, check_exllamav2_outliers, check_autogptq3_outliers and TOL."""
     import os
     import subprocess
     import sys
 
     here = os.path.dirname(os.path.abspath(__file__))
     header = (f"import sys, torch\nsys.path.insert(0, {here!r})\nimport gptq\nfrom conftest import rel_error\n"
-              "from test_kernel_gemm import TOL, check_exllamav2_outliers, make_layer, run_exllamav2\n")
+              "from test_kernel_gemm import TOL, check_autogptq3_outliers, check_exllamav2_outliers, make_layer, "
+              "run_exllamav2\n")
     r = subprocess.run([sys.executable, "-c", header + body], capture_output=True, text=True,
                        env={**os.environ, **env}, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
@@ -510,22 +511,62 @@ def test_cuda_split_k_counters_on_concurrent_streams_and_graphs():
     assert rel_error(want[1], xs[1].double() @ W.t()) < TOL[torch.float16]
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("m", [1, 2, 4])
-@pytest.mark.parametrize("group_size", [32, 64, -1])
-@pytest.mark.parametrize("fmt", ["gptq", "gptq_v2"])
-def test_cuda_autogptq_3bit_half2_path_groups_ragged_k_and_large_activations(m, group_size, fmt):
-    # fp16, 3 bits, m <= 4, no g_idx: the half2 GEMV (autogptq_gemv3.cu). K = 4160 is 130 periods of
-    # 32 channels (group 64 takes two-period batches, and 4160 / 64 = 65 groups); N = 1056 ends inside
-    # a 128-column block and puts the zero points of some lanes across two qzeros words.
-    L, W = make_layer(3, 4160, 1056, group_size, fmt=fmt, device="cuda", seed=m + 7)
-    x = torch.randn(m, 4160, device="cuda")
+def check_autogptq3_outliers(K, N, group_size, m, fmt="gptq", seed=0):
+    """One 3-bit fp16 autogptq call (no g_idx) against float64 on x with 2000-sigma outlier channels
+    (every 97th): finite, within the fp16 tolerance."""
+    L, W = make_layer(3, K, N, group_size, fmt=fmt, device="cuda", seed=seed)
+    x = torch.randn(m, K, device="cuda")
     x[:, ::97] *= 2000  # outlier channels: no fp16 overflow in the half2 chains
     x = x.half()
     poison_cuda_allocator()
     y = run_autogptq(L, x, False)
-    assert torch.isfinite(y).all()
-    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+    err = rel_error(y, x.double() @ W.t())
+    assert torch.isfinite(y).all() and err < TOL[torch.float16], (K, N, group_size, fmt, m, err)
+
+
+_GEMV3_CHECK = """
+for m in (1, 2, 4):
+    for group_size in (32, 64, -1):
+        for fmt in ("gptq", "gptq_v2"):
+            check_autogptq3_outliers(4160, 1056, group_size, m, fmt, seed=m + 7)
+print("ok")
+"""
+
+
+@pytest.mark.gpu
+def test_cuda_autogptq_3bit_half2_gemv_groups_ragged_k_and_large_activations():
+    # fp16, 3 bits, m <= 4, no g_idx: the half2 GEMV (autogptq_gemv3.cu), which the op keeps for m = 1;
+    # GPTQ_AUTOGPTQ_TCGEMV3_MIN_M=99 (read once per process, hence the subprocess) turns the tensor-core
+    # GEMV off so that it serves m = 2 and 4 too. K = 4160 is 130 periods of 32 channels (group 64
+    # takes two-period batches, and 4160 / 64 = 65 groups); N = 1056 ends inside a 128-column block and
+    # puts the zero points of some lanes across two qzeros words.
+    run_in_subprocess(_GEMV3_CHECK, {"GPTQ_AUTOGPTQ_TCGEMV3_MIN_M": "99"})
+
+
+_TCGEMV3_CHECK = """
+import itertools
+cases = [
+    # real shapes, group 128, v1 and v2 zero points
+    (4096, 4096, 128, "gptq"), (11008, 4096, 128, "gptq_v2"), (4096, 11008, 128, "gptq"),
+    # groups of 32 (one a period) and 64, one group, a group across batches (512); N = 1056: a last
+    # block of 32 features, zero points across two qzeros words
+    (4096, 1056, 32, "gptq_v2"), (4096, 1056, 64, "gptq"), (4096, 1056, -1, "gptq"), (4096, 1056, 512, "gptq_v2"),
+    # K = 4160: 130 periods, a last batch of 2; K = 32: one period; N = 32: one narrow block
+    (4160, 1056, 64, "gptq"), (32, 1056, -1, "gptq_v2"), (4160, 32, 32, "gptq"),
+]
+for (K, N, group_size, fmt), m in itertools.product(cases, (1, 2, 3, 5, 8, 9, 16)):
+    check_autogptq3_outliers(K, N, group_size, m, fmt, seed=K + N + m)
+print("ok")
+"""
+
+
+@pytest.mark.gpu
+def test_cuda_autogptq_3bit_tensor_core_gemv():
+    # The 3-bit tensor-core GEMV (autogptq_tcgemv3.cu) forced on from m = 1 through
+    # GPTQ_AUTOGPTQ_TCGEMV3_MIN_M=1 (read once per process, hence the subprocess); the op takes it at
+    # m = 2..16. Weights (v - z) s rounded once to fp16 (2^-11), fp32 accumulation: the fp16
+    # tolerance. m = 8 / 9 is the edge of one and two token tiles; 2000-sigma outlier channels.
+    run_in_subprocess(_TCGEMV3_CHECK, {"GPTQ_AUTOGPTQ_TCGEMV3_MIN_M": "1"})
 
 
 @pytest.mark.gpu
@@ -545,7 +586,7 @@ def test_cuda_autogptq_3bit_split_k_repeats_bit_exactly():
 # with no synchronization in between, so a read of x, or a weight load, ahead of the wait shows up as a
 # wrong result, and so does a write of partials or counters that the call before still needs.
 def run_gemm_op(L, x, bits):
-    if bits != 4:  # 3 bits: the 3-bit GEMV at m <= 4; 2 and 8 bits: the AutoGPTQ-style GEMV
+    if bits != 4:  # 3 bits: the half2 GEMV at m = 1, the tensor-core GEMV at m = 2..16; 2, 8: AutoGPTQ-style
         return run_autogptq(L, x, False)
     return torch.ops.gptq.exllamav2_gemm(x, L["qweight"], L["qzeros"], L["scales"], None, 4, L["group_size"], L["fmt"])
 
@@ -600,8 +641,8 @@ def check_chain(steps, refs, x0, graph, tol, label):
 @pytest.mark.gpu
 @pytest.mark.parametrize("bits,m,dtype", [(4, 1, torch.float16), (4, 3, torch.float16), (4, 16, torch.float16),
                                           (4, 32, torch.float16), (4, 64, torch.float16), (3, 1, torch.float16),
-                                          (3, 4, torch.float16), (4, 1, torch.bfloat16), (8, 1, torch.float16),
-                                          (2, 3, torch.float16), (8, 1, torch.bfloat16)])
+                                          (3, 4, torch.float16), (3, 16, torch.float16), (4, 1, torch.bfloat16),
+                                          (8, 1, torch.float16), (2, 3, torch.float16), (8, 1, torch.bfloat16)])
 @pytest.mark.parametrize("graph", [False, True])
 def test_cuda_chained_calls_each_read_the_finished_output_of_the_one_before(bits, m, dtype, graph):
     # 8 layers of 4096 x 4096 (split K at every m here; on the H100 fp16 m = 1 and 3-bit take the

@@ -63,4 +63,12 @@ GemvPlan gemv3_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, const G
 
 cudaError_t launch_gemv3(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 
+// The 3-bit tensor-core GEMV (autogptq_tcgemv3.cu): fp16, M = 1..16, contiguous groups of -1 or a
+// multiple of 32 (no g_idx). plan.batch: periods a batch (4).
+inline bool tcgemv3_supports(int64_t M, int64_t K, int64_t N, int64_t group_size) {
+  return M >= 1 && M <= 16 && K % 32 == 0 && N % 32 == 0 && (group_size == -1 || (group_size > 0 && group_size % 32 == 0));
+}
+GemvPlan tcgemv3_plan(int64_t M, int64_t K, int64_t N, const GemvDevice& dev);
+cudaError_t launch_tcgemv3(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
+
 }  // namespace gptq::cuda

@@ -6,6 +6,9 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "autogptq_internal.h"
 #include "check.h"
 #include "format_internal.h"
@@ -13,6 +16,26 @@
 #include "kernels/autogptq/autogptq_launch.h"
 
 namespace gptq::cuda {
+namespace {
+
+// A row count from the environment (tuning and tests); 0 when unset.
+int64_t env_rows(const char* name) {
+  const char* e = std::getenv(name);
+  return e != nullptr ? std::max<int64_t>(1, std::atoll(e)) : int64_t{0};
+}
+
+// Rows the 3-bit tensor-core GEMV takes (fp16, no g_idx). GPTQ_AUTOGPTQ_TCGEMV3_MIN_M / _MAX_M
+// override them (tuning and tests; a minimum above the maximum turns it off).
+int64_t tcgemv3_min_m() {
+  static const int64_t env = env_rows("GPTQ_AUTOGPTQ_TCGEMV3_MIN_M");
+  return env > 0 ? env : 2;
+}
+int64_t tcgemv3_max_m() {
+  static const int64_t env = env_rows("GPTQ_AUTOGPTQ_TCGEMV3_MAX_M");
+  return env > 0 ? env : 16;
+}
+
+}  // namespace
 
 at::Tensor autogptq_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& qzeros,
                               const at::Tensor& scales, const c10::optional<at::Tensor>& g_idx, int64_t bits,
@@ -26,6 +49,13 @@ at::Tensor autogptq_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, co
   const c10::cuda::CUDAGuard guard(qweight.device());
   const int64_t M = x.size(0);
   const bool has_g_idx = g_idx.has_value() && g_idx->defined();
+  if (bits == 3 && x.scalar_type() == at::kHalf && !has_g_idx && M >= tcgemv3_min_m() && M <= tcgemv3_max_m() &&
+      tcgemv3_supports(M, s.K, s.N, group_size)) {
+    // The 3-bit tensor-core GEMV (autogptq_tcgemv3.cu).
+    return run_gemv(
+        op, x, qweight, qzeros, scales, s.K, s.N, group_size, checkpoint_format == 1,
+        [&](const GemvDevice& dev) { return tcgemv3_plan(M, s.K, s.N, dev); }, launch_tcgemv3);
+  }
   if (bits == 3 && x.scalar_type() == at::kHalf && !has_g_idx && gemv3_supports(M, s.K, s.N, group_size)) {
     // The 3-bit half2 GEMV (autogptq_gemv3.cu).
     return run_gemv(

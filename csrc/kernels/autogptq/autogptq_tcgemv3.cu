@@ -1,0 +1,219 @@
+// The 3-bit tensor-core GEMV: y [M, N] = x [M, K] W^T for M = 1..16 fp16 tokens over 3-bit weights in
+// the checkpoint layout as stored (qweight [K*3/32, N]: three consecutive packed rows of a column, a
+// "period", hold its 32 input channels, value j at bits 3j..3j+2 of the 96-bit run w0 | w1 << 32 |
+// w2 << 64), contiguous groups of -1 or a multiple of 32.
+//
+// Why. The half2 GEMV (autogptq_gemv3.cu) multiplies in the instructions that decode, so its cost
+// grows with every token (8192x28672: 42.8 us at m = 1, 110.5 at m = 4), and above m = 4 the op fell
+// back to dequantize + cuBLAS (542.8 us at m = 16, 0.30x fp16;
+// benchmarks/results/2026-11-23_h100_s9final_bench_kernels.txt). Here each weight is decoded once
+// into an fp16 mma.sync operand and the tensor cores multiply it with all tokens, as the 4-bit
+// tensor-core GEMV does (csrc/kernels/exllamav2/exllamav2_tcgemv.cu, whose work split this follows).
+//
+// Decode. autogptq_gemv3.cu joins the halves of a period so that one LOP3 puts two fields (v_j,
+// v_j+16) at the same bit offset P <= 7 into the mantissas of a half2 (1024 + v 2^P). Here one HFMA2
+// with 2^-P and -2^(10-P) gives v exactly, HSUB2 the exact integer v - z and HMUL2 the weight
+// (v - z) s, rounded once: 4 instructions a pair, besides the 11 that build the fields a period.
+//
+// Operands. The problem is transposed (features are the MMA's M, tokens its N). Lane (g, q) of a warp
+// takes period 4b + q of batch b (4 periods, 128 channels) for features f = 32 w_c + 4g .. + 3 (three
+// 16-byte loads, one a packed row; eight lanes with the same q read 128 contiguous bytes). Word c is
+// row g (c = 0, 2) or g + 8 (c = 1, 3) of 16-feature tile c / 2. k16 step t (0..7) of the batch gives
+// lane q's slots (2q, 2q + 1) the pair (v_2t, v_2t+16) of its period and (2q + 8, 2q + 9) the pair
+// (v_2t+1, v_2t+17): the k slots of a step are 16 channels spread over the four periods. x is read
+// in the same order: a lane loads its period's 32 channels of token g (16 words) and one PRMT a
+// register pairs x_j with x_j+16.
+#include "autogptq_launch.h"
+
+#include "common/gemv.cuh"
+#include "common/mma.cuh"
+
+namespace gptq::cuda {
+namespace {
+
+using gemv::and_or;
+using gemv::as_half2;
+using gemv::as_u32;
+using gemv::kThreads;
+using gemv::kWarps;
+using gemv::load_stream;
+
+constexpr int kPeriods = 4;  // periods a batch: one a q-lane
+
+// The exact integer v of the 3-bit field at bit P of both halves of w, as fp16: (1024 + v 2^P) 2^-P
+// - 2^(10-P).
+template <int P>
+__device__ __forceinline__ __half2 field(uint32_t w) {
+  static_assert(P >= 0 && P <= 7, "the field must lie in the fp16 mantissa");
+  constexpr uint32_t kMask = (0x7u << P) | (0x7u << (P + 16));
+  constexpr uint32_t kMul = uint32_t(15 - P) << 10;             // 2^-P
+  constexpr uint32_t kAdd = 0x8000u | (uint32_t(25 - P) << 10);  // -2^(10-P)
+  return __hfma2(as_half2(and_or<kMask, 0x64006400u>(w)), as_half2(kMul | (kMul << 16)), as_half2(kAdd | (kAdd << 16)));
+}
+
+// The 16 pairs (v_j, v_j+16), j = 0..15, of one feature's period (w0, w1, w2) as weights (v - z) s
+// (z2, s2: z and s in both halves). Field positions as in autogptq_gemv3.cu's decode_period.
+__device__ __forceinline__ void decode_period(uint32_t w0, uint32_t w1, uint32_t w2, __half2 z2, __half2 s2,
+                                              uint32_t (&d)[16]) {
+  const uint32_t wa = __byte_perm(w0, w1, 0x7610), wa6 = wa >> 6;
+  const uint32_t wb = __byte_perm(w0, w2, 0x5432), wb6 = wb >> 6;
+  const uint32_t wc = __byte_perm(w1, w2, 0x7610), wc6 = wc >> 6;
+  const uint32_t wd = __byte_perm(w0 >> 15, __funnelshift_r(w1, w2, 31), 0x5410);  // v5 | v21 at bit 0
+  const uint32_t we = __byte_perm(__funnelshift_r(w0, w1, 30), w2 >> 14, 0x5410);  // v10 | v26 at bit 0
+  const __half2 v[16] = {field<0>(wa),  field<3>(wa),  field<6>(wa),  field<3>(wa6), field<6>(wa6), field<0>(wd),
+                         field<2>(wb),  field<5>(wb),  field<2>(wb6), field<5>(wb6), field<0>(we),  field<1>(wc),
+                         field<4>(wc),  field<7>(wc),  field<4>(wc6), field<7>(wc6)};
+#pragma unroll
+  for (int j = 0; j < 16; ++j) d[j] = as_u32(__hmul2(__hsub2(v[j], z2), s2));
+}
+
+// NT: token tiles of 8 (1: M <= 8, 2: M <= 16); WC: warp columns of 32 features a block.
+template <int NT, int WC>
+__global__ void __launch_bounds__(kThreads, 2) tcgemv3_kernel(GemvArgs a) {
+  constexpr int kCols = 32 * WC;
+  constexpr int kKWarps = kWarps / WC;
+  constexpr int kTok = 8 * NT;
+  static_assert(kKWarps >= 2 && (kKWarps & (kKWarps - 1)) == 0, "a power-of-two tree of K warps");
+  __shared__ __align__(16) float red[kKWarps / 2][kTok][kCols];
+  __shared__ int last_flag;
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+  const int wc = warp % WC, kw = warp / WC;
+  const int64_t N = a.N, M = a.M, K = a.K;
+  const int periods = static_cast<int>(K / 32);
+  const int batches = (periods + kPeriods - 1) / kPeriods;
+  const int b_begin = static_cast<int>(blockIdx.y) * a.batches_per_split;
+  const int b_end = min(batches, b_begin + a.batches_per_split);
+  const int periods_per_group = a.group_size < 0 ? max(periods, 1) : static_cast<int>(a.group_size / 32);
+  const int64_t f_base = int64_t(blockIdx.x) * kCols + wc * 32 + 4 * g;  // N % 32 == 0: all 4 in or out
+  const bool col_ok = f_base < N;
+  const int64_t zero_row_words = N * 3 / 32;
+  const int zero_bit = static_cast<int>((3 * f_base) & 31);  // the quad's 12 zero bits start here
+  const int64_t zero_word = (3 * f_base) >> 5;
+
+  float acc[2][NT][4];
+#pragma unroll
+  for (int p = 0; p < 2; ++p)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[p][nt][i] = 0.f;
+
+  // The warp's first two batches into L2 while the kernel before may still run (common/pdl.cuh).
+  if (col_ok)
+    for (int b = b_begin + kw; b < min(b_end, b_begin + kw + 2 * kKWarps); b += kKWarps) {
+      const int p = kPeriods * b + q;
+#pragma unroll
+      for (int u = 0; u < 3; ++u)
+        if (p < periods) pdl::prefetch_l2(a.qweight + int64_t(3 * p + u) * N + f_base);
+    }
+  pdl::wait();
+  pdl::launch_dependents();
+
+  // The lane's period of the next batch (3 packed rows, its group's scales and zero bits) is loaded
+  // into registers at the start of the current one, so that a batch of decoding covers its latency.
+  uint4 next_w[3];
+  uint2 next_s;
+  uint32_t next_z0, next_z1;
+  auto fetch = [&](int b) {
+    const int p = kPeriods * b + q;
+    const bool ok = col_ok && p < periods;  // periods past K read as 0: x is 0 there
+#pragma unroll
+    for (int u = 0; u < 3; ++u) next_w[u] = ok ? load_stream(a.qweight + int64_t(3 * p + u) * N + f_base) : make_uint4(0, 0, 0, 0);
+    const int64_t grp = (ok ? p : 0) / periods_per_group;
+    const uint32_t* zr = a.qzeros + grp * zero_row_words + zero_word;
+    next_s = col_ok ? __ldg(reinterpret_cast<const uint2*>(a.scales + grp * N + f_base)) : make_uint2(0, 0);
+    next_z0 = col_ok ? __ldg(zr) : 0u;
+    next_z1 = col_ok && zero_bit > 20 ? __ldg(zr + 1) : 0u;  // the 12 bits straddle into the next word
+  };
+
+  int b = b_begin + kw;
+  if (b < b_end) fetch(b);
+  for (; b < b_end; b += kKWarps) {
+    const uint4 w0 = next_w[0], w1 = next_w[1], w2 = next_w[2];
+    const uint2 s = next_s;
+    const uint32_t zbits = __funnelshift_r(next_z0, next_z1, zero_bit);
+    // x of this batch: token 8 nt + g, the lane's period (16 words); L1 serves the block's other
+    // column warps.
+    const int p = kPeriods * b + q;
+    uint32_t xw[NT][16];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const int64_t tok = 8 * nt + g;
+      const bool ok = tok < M && p < periods;
+      const uint4* xr = reinterpret_cast<const uint4*>(a.x + tok * K + 32 * int64_t(p));
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const uint4 v = ok ? __ldg(xr + u) : make_uint4(0, 0, 0, 0);
+        xw[nt][4 * u] = v.x, xw[nt][4 * u + 1] = v.y, xw[nt][4 * u + 2] = v.z, xw[nt][4 * u + 3] = v.w;
+      }
+    }
+    if (b + kKWarps < b_end) fetch(b + kKWarps);
+
+    const uint32_t ws[3][4] = {{w0.x, w0.y, w0.z, w0.w}, {w1.x, w1.y, w1.z, w1.w}, {w2.x, w2.y, w2.z, w2.w}};
+#pragma unroll
+    for (int pt = 0; pt < 2; ++pt) {
+      // Tile pt: features f_base + 2pt (row g) and + 2pt + 1 (row g + 8), decoded one tile at a time so
+      // that 32 registers of weights are live, not 64.
+      uint32_t d[2][16];  // d[r][j]: feature f_base + 2pt + r, pair (v_j, v_j+16) as weights
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int c = 2 * pt + r;
+        uint32_t zc = (zbits >> (3 * c)) & 0x7u;
+        if (a.zeros_minus_one) zc = (zc + 1u) & 0x7u;  // GPTQ v1 stores z - 1
+        const __half2 z2 = __half2half2(__ushort2half_rn(static_cast<unsigned short>(zc)));
+        const __half2 s2 = as_half2(__byte_perm(pt == 0 ? s.x : s.y, 0u, r ? 0x3232 : 0x1010));
+        decode_period(ws[0][c], ws[1][c], ws[2][c], z2, s2, d[r]);
+      }
+#pragma unroll
+      for (int t = 0; t < 8; ++t) {
+        const uint32_t af[4] = {d[0][2 * t], d[1][2 * t], d[0][2 * t + 1], d[1][2 * t + 1]};
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const uint32_t xb[2] = {__byte_perm(xw[nt][t], xw[nt][t + 8], 0x5410),   // (x_2t, x_2t+16)
+                                  __byte_perm(xw[nt][t], xw[nt][t + 8], 0x7632)};  // (x_2t+1, x_2t+17)
+          mma_16816<__half>(acc[pt][nt], af, xb);
+        }
+      }
+    }
+  }
+
+  // Warps of a column, added in a fixed tree: K warp kw += kw + h for h = kKWarps / 2, ..., 1.
+  // C fragment of tile pt, token tile nt: i = 0, 1 is feature f_base + 2pt, i = 2, 3 feature
+  // f_base + 2pt + 1; tokens 8 nt + 2q + (i & 1).
+#define GPTQ_TCGEMV3_TILE_LOOP(BUF, STMT)                                                               \
+  _Pragma("unroll") for (int pt = 0; pt < 2; ++pt) _Pragma("unroll") for (int nt = 0; nt < NT; ++nt)    \
+      _Pragma("unroll") for (int i = 0; i < 4; ++i) {                                                  \
+    float& slot = (BUF)[8 * nt + 2 * q + (i & 1)][wc * 32 + 4 * g + 2 * pt + (i >> 1)];                 \
+    float& v = acc[pt][nt][i];                                                                         \
+    STMT;                                                                                              \
+  }
+  for (int h = kKWarps / 2; h >= 1; h /= 2) {
+    if (kw >= h && kw < 2 * h) GPTQ_TCGEMV3_TILE_LOOP(red[kw - h], slot = v)
+    __syncthreads();
+    if (kw < h) GPTQ_TCGEMV3_TILE_LOOP(red[kw], v += slot)
+    __syncthreads();
+  }
+  if (kw == 0) GPTQ_TCGEMV3_TILE_LOOP(red[0], slot = v)
+#undef GPTQ_TCGEMV3_TILE_LOOP
+  gemv::store_tile<kCols>(&red[0][0][0], static_cast<int>(M), &last_flag, a.out, a.partial, a.counters, M, N);
+}
+
+constexpr int kWC = 2;  // warp columns a block: 64 features
+
+gemv::Kernel kernel_for(int64_t M) { return M <= 8 ? tcgemv3_kernel<1, kWC> : tcgemv3_kernel<2, kWC>; }
+
+}  // namespace
+
+GemvPlan tcgemv3_plan(int64_t M, int64_t K, int64_t N, const GemvDevice& dev) {
+  const int64_t batches = (K / 32 + kPeriods - 1) / kPeriods;
+  return gemv::make_plan(kernel_for(M), kPeriods, batches, N, dev, kWarps / kWC, 32 * kWC);
+}
+
+cudaError_t launch_tcgemv3(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
+  if (!tcgemv3_supports(args.M, args.K, args.N, args.group_size) || args.bf16 || plan.batch != kPeriods)
+    return cudaErrorInvalidValue;
+  return gemv::launch(kernel_for(args.M), args, plan, stream);
+}
+
+}  // namespace gptq::cuda
