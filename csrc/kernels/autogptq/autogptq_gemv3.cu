@@ -6,12 +6,7 @@
 // spends FADD + FFMA on it, which at 3 bits leaves it compute-bound near 45% of the copy bandwidth.
 // Here two weights come out of one LOP3 as the half2 (1024 + v 2^P), like the 4-bit ExLlamaV2 path.
 // That needs the two fields of a pair at the same bit offset P <= 7 of the two 16-bit halves of a
-// word. The 96-bit run has six 16-bit halves; half i starts at bit 16i = i (mod 3), so halves i and
-// i + 3 have their fields at the same offsets, and one PRMT joins them:
-//   Wa = [w0.lo | w1.hi]: (v0,v16) (v1,v17) (v2,v18) at P = 0, 3, 6; Wa >> 6: (v3,v19) (v4,v20) at 3, 6
-//   Wb = [w0.hi | w2.lo]: (v6,v22) (v7,v23) at 2, 5;  Wb >> 6: (v8,v24) (v9,v25) at 2, 5
-//   Wc = [w1.lo | w2.hi]: (v11,v27) (v12,v28) (v13,v29) at 1, 4, 7;  Wc >> 6: (v14,v30) (v15,v31) at 4, 7
-//   the four fields that straddle halves, (v5,v21) and (v10,v26), from two funnel shifts and a PRMT.
+// word: autogptq_decode3.cuh joins the halves of the 96-bit run so (decode3::period_pairs).
 // Every pair is (v_j, v_j+16), so the x pairs are (x_j, x_j+16): one PRMT each from x's words.
 // One HFMA2 with the constants 2^-(P+4) and -2^(6-P) turns (1024 + v 2^P) into v/16 exactly; the zero
 // point is applied per batch in fp32 as sum x (v - z) = sum x v - z sum x. sum x must be fp32: z sum x
@@ -23,6 +18,7 @@
 // (csrc/kernels/exllamav2, csrc/common/gemv.cuh), with a batch of PERIODS x 3 packed rows.
 #include "autogptq_launch.h"
 
+#include "autogptq_decode3.cuh"
 #include "common/gemv.cuh"
 
 namespace gptq::cuda {
@@ -35,41 +31,15 @@ using gemv::kThreads;
 using gemv::kWarps;
 using gemv::load_stream;
 
-// v/16 for the 3-bit field at bit P (<= 7) of both halves of w: (1024 + v 2^P) 2^-(P+4) - 2^(6-P).
-template <int P>
-__device__ __forceinline__ __half2 field16(uint32_t w) {
-  static_assert(P >= 0 && P <= 7, "the field must lie in the fp16 mantissa");
-  constexpr uint32_t kMask = (0x7u << P) | (0x7u << (P + 16));
-  constexpr uint32_t kMulH = uint32_t(11 - P) << 10;             // 2^-(P+4) as fp16 bits
-  constexpr uint32_t kAddH = 0x8000u | (uint32_t(21 - P) << 10);  // -2^(6-P) as fp16 bits
-  return __hfma2(as_half2(and_or<kMask, 0x64006400u>(w)), as_half2(kMulH | (kMulH << 16)),
-                 as_half2(kAddH | (kAddH << 16)));
-}
-
-// The 16 pairs (v_j, v_j+16) / 16, j = 0..15, of one column's period (w0, w1, w2).
-__device__ __forceinline__ void decode_period(uint32_t w0, uint32_t w1, uint32_t w2, __half2 (&d)[16]) {
-  const uint32_t wa = __byte_perm(w0, w1, 0x7610), wa6 = wa >> 6;
-  const uint32_t wb = __byte_perm(w0, w2, 0x5432), wb6 = wb >> 6;
-  const uint32_t wc = __byte_perm(w1, w2, 0x7610), wc6 = wc >> 6;
-  const uint32_t wd = __byte_perm(w0 >> 15, __funnelshift_r(w1, w2, 31), 0x5410);  // v5 | v21 at bit 0
-  const uint32_t we = __byte_perm(__funnelshift_r(w0, w1, 30), w2 >> 14, 0x5410);  // v10 | v26 at bit 0
-  d[0] = field16<0>(wa);
-  d[1] = field16<3>(wa);
-  d[2] = field16<6>(wa);
-  d[3] = field16<3>(wa6);
-  d[4] = field16<6>(wa6);
-  d[5] = field16<0>(wd);
-  d[6] = field16<2>(wb);
-  d[7] = field16<5>(wb);
-  d[8] = field16<2>(wb6);
-  d[9] = field16<5>(wb6);
-  d[10] = field16<0>(we);
-  d[11] = field16<1>(wc);
-  d[12] = field16<4>(wc);
-  d[13] = field16<7>(wc);
-  d[14] = field16<4>(wc6);
-  d[15] = field16<7>(wc6);
-}
+// v/16 for the 3-bit field at bit P of both halves of w: (1024 + v 2^P) 2^-(P+4) - 2^(6-P).
+struct Sixteenths {
+  template <int P>
+  static __device__ __forceinline__ __half2 get(uint32_t w) {
+    constexpr uint32_t kMulH = uint32_t(11 - P) << 10;             // 2^-(P+4) as fp16 bits
+    constexpr uint32_t kAddH = 0x8000u | (uint32_t(21 - P) << 10);  // -2^(6-P) as fp16 bits
+    return __hfma2(decode3::biased<P>(w), as_half2(kMulH | (kMulH << 16)), as_half2(kAddH | (kAddH << 16)));
+  }
+};
 
 template <int M, int PERIODS>
 __global__ void __launch_bounds__(kThreads) gemv3_kernel(GemvArgs a) {
@@ -84,9 +54,7 @@ __global__ void __launch_bounds__(kThreads) gemv3_kernel(GemvArgs a) {
   const int b_begin = static_cast<int>(blockIdx.y) * a.batches_per_split;
   const int b_end = min(batches, b_begin + a.batches_per_split);
   const int periods_per_group = a.group_size < 0 ? max(periods, 1) : static_cast<int>(a.group_size / 32);
-  const int64_t zero_row_words = N * 3 / 32;
-  const int zero_bit = static_cast<int>((3 * n0) & 31);  // the quad's 12 zero bits start here
-  const int64_t zero_word = (3 * n0) >> 5;
+  const decode3::Quad quad(n0);
   const uint32_t* x32 = reinterpret_cast<const uint32_t*>(a.x);  // x row m, word i: x32[m * K/2 + i]
 
   float acc[M][4];
@@ -108,19 +76,14 @@ __global__ void __launch_bounds__(kThreads) gemv3_kernel(GemvArgs a) {
   pdl::launch_dependents();
   {
     uint4 next_w[kRows];
-    uint2 next_s;
-    uint32_t next_z0, next_z1;
+    decode3::Group next_g;
     auto fetch = [&](int b) {
       const int r0 = b * kRows;
 #pragma unroll
       for (int u = 0; u < kRows; ++u)
         next_w[u] = col_ok && r0 + u < 3 * periods ? load_stream(a.qweight + int64_t(r0 + u) * N + n0)
                                                    : make_uint4(0, 0, 0, 0);
-      const int64_t g = (b * PERIODS) / periods_per_group;
-      const uint32_t* zr = a.qzeros + g * zero_row_words + zero_word;
-      next_s = col_ok ? __ldg(reinterpret_cast<const uint2*>(a.scales + g * N + n0)) : make_uint2(0, 0);
-      next_z0 = col_ok ? __ldg(zr) : 0u;
-      next_z1 = col_ok && zero_bit > 20 ? __ldg(zr + 1) : 0u;  // the 12 bits straddle into the next word
+      next_g = decode3::load_group(a.scales, a.qzeros, (b * PERIODS) / periods_per_group, N, n0, quad, col_ok);
     };
     int b = b_begin + warp;
     if (b < b_end) fetch(b);
@@ -128,8 +91,8 @@ __global__ void __launch_bounds__(kThreads) gemv3_kernel(GemvArgs a) {
       uint4 w[kRows];
 #pragma unroll
       for (int u = 0; u < kRows; ++u) w[u] = next_w[u];
-      const uint2 s = next_s;
-      const uint32_t zbits = __funnelshift_r(next_z0, next_z1, zero_bit);
+      const uint2 s = next_g.s;
+      const uint32_t zbits = next_g.zero_bits(quad);
       if (b + kWarps < b_end) fetch(b + kWarps);
 
       float z[4];
@@ -177,7 +140,7 @@ __global__ void __launch_bounds__(kThreads) gemv3_kernel(GemvArgs a) {
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           __half2 d[16];
-          decode_period(w0s[c], w1s[c], w2s[c], d);
+          decode3::period_pairs<Sixteenths>(w0s[c], w1s[c], w2s[c], d);
 #pragma unroll
           for (int m = 0; m < M; ++m) {
             // 16 products of |v/16| <= 7/16 per lane: the chain stays below 7 max|x|.

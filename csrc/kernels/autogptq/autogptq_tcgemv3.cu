@@ -10,8 +10,8 @@
 // into an fp16 mma.sync operand and the tensor cores multiply it with all tokens, as the 4-bit
 // tensor-core GEMV does (csrc/kernels/exllamav2/exllamav2_tcgemv.cu, whose work split this follows).
 //
-// Decode. autogptq_gemv3.cu joins the halves of a period so that one LOP3 puts two fields (v_j,
-// v_j+16) at the same bit offset P <= 7 into the mantissas of a half2 (1024 + v 2^P). Here one HFMA2
+// Decode. The period's halves are joined so that one LOP3 puts two fields (v_j, v_j+16) at the same
+// bit offset P <= 7 into the mantissas of a half2, 1024 + v 2^P (autogptq_decode3.cuh). Here one HFMA2
 // with 2^-P and -2^(10-P) gives v exactly, HSUB2 the exact integer v - z and HMUL2 the weight
 // (v - z) s, rounded once: 4 instructions a pair, besides the 11 that build the fields a period.
 //
@@ -25,6 +25,7 @@
 // register pairs x_j with x_j+16.
 #include "autogptq_launch.h"
 
+#include "autogptq_decode3.cuh"
 #include "common/gemv.cuh"
 #include "common/mma.cuh"
 
@@ -40,29 +41,22 @@ using gemv::load_stream;
 
 constexpr int kPeriods = 4;  // periods a batch: one a q-lane
 
-// The exact integer v of the 3-bit field at bit P of both halves of w, as fp16: (1024 + v 2^P) 2^-P
-// - 2^(10-P).
-template <int P>
-__device__ __forceinline__ __half2 field(uint32_t w) {
-  static_assert(P >= 0 && P <= 7, "the field must lie in the fp16 mantissa");
-  constexpr uint32_t kMask = (0x7u << P) | (0x7u << (P + 16));
-  constexpr uint32_t kMul = uint32_t(15 - P) << 10;             // 2^-P
-  constexpr uint32_t kAdd = 0x8000u | (uint32_t(25 - P) << 10);  // -2^(10-P)
-  return __hfma2(as_half2(and_or<kMask, 0x64006400u>(w)), as_half2(kMul | (kMul << 16)), as_half2(kAdd | (kAdd << 16)));
-}
+// The exact integer v of the 3-bit field at bit P of both halves of w: (1024 + v 2^P) 2^-P - 2^(10-P).
+struct Integers {
+  template <int P>
+  static __device__ __forceinline__ __half2 get(uint32_t w) {
+    constexpr uint32_t kMul = uint32_t(15 - P) << 10;             // 2^-P
+    constexpr uint32_t kAdd = 0x8000u | (uint32_t(25 - P) << 10);  // -2^(10-P)
+    return __hfma2(decode3::biased<P>(w), as_half2(kMul | (kMul << 16)), as_half2(kAdd | (kAdd << 16)));
+  }
+};
 
-// The 16 pairs (v_j, v_j+16), j = 0..15, of one feature's period (w0, w1, w2) as weights (v - z) s
-// (z2, s2: z and s in both halves). Field positions as in autogptq_gemv3.cu's decode_period.
+// The 16 pairs (v_j, v_j+16) of one feature's period as weights (v - z) s (z2, s2: z and s in both
+// halves), each rounded once.
 __device__ __forceinline__ void decode_period(uint32_t w0, uint32_t w1, uint32_t w2, __half2 z2, __half2 s2,
                                               uint32_t (&d)[16]) {
-  const uint32_t wa = __byte_perm(w0, w1, 0x7610), wa6 = wa >> 6;
-  const uint32_t wb = __byte_perm(w0, w2, 0x5432), wb6 = wb >> 6;
-  const uint32_t wc = __byte_perm(w1, w2, 0x7610), wc6 = wc >> 6;
-  const uint32_t wd = __byte_perm(w0 >> 15, __funnelshift_r(w1, w2, 31), 0x5410);  // v5 | v21 at bit 0
-  const uint32_t we = __byte_perm(__funnelshift_r(w0, w1, 30), w2 >> 14, 0x5410);  // v10 | v26 at bit 0
-  const __half2 v[16] = {field<0>(wa),  field<3>(wa),  field<6>(wa),  field<3>(wa6), field<6>(wa6), field<0>(wd),
-                         field<2>(wb),  field<5>(wb),  field<2>(wb6), field<5>(wb6), field<0>(we),  field<1>(wc),
-                         field<4>(wc),  field<7>(wc),  field<4>(wc6), field<7>(wc6)};
+  __half2 v[16];
+  decode3::period_pairs<Integers>(w0, w1, w2, v);
 #pragma unroll
   for (int j = 0; j < 16; ++j) d[j] = as_u32(__hmul2(__hsub2(v[j], z2), s2));
 }
@@ -87,9 +81,7 @@ __global__ void __launch_bounds__(kThreads, 2) tcgemv3_kernel(GemvArgs a) {
   const int periods_per_group = a.group_size < 0 ? max(periods, 1) : static_cast<int>(a.group_size / 32);
   const int64_t f_base = int64_t(blockIdx.x) * kCols + wc * 32 + 4 * g;  // N % 32 == 0: all 4 in or out
   const bool col_ok = f_base < N;
-  const int64_t zero_row_words = N * 3 / 32;
-  const int zero_bit = static_cast<int>((3 * f_base) & 31);  // the quad's 12 zero bits start here
-  const int64_t zero_word = (3 * f_base) >> 5;
+  const decode3::Quad quad(f_base);
 
   float acc[2][NT][4];
 #pragma unroll
@@ -113,26 +105,21 @@ __global__ void __launch_bounds__(kThreads, 2) tcgemv3_kernel(GemvArgs a) {
   // The lane's period of the next batch (3 packed rows, its group's scales and zero bits) is loaded
   // into registers at the start of the current one, so that a batch of decoding covers its latency.
   uint4 next_w[3];
-  uint2 next_s;
-  uint32_t next_z0, next_z1;
+  decode3::Group next_g;
   auto fetch = [&](int b) {
     const int p = kPeriods * b + q;
     const bool ok = col_ok && p < periods;  // periods past K read as 0: x is 0 there
 #pragma unroll
     for (int u = 0; u < 3; ++u) next_w[u] = ok ? load_stream(a.qweight + int64_t(3 * p + u) * N + f_base) : make_uint4(0, 0, 0, 0);
-    const int64_t grp = (ok ? p : 0) / periods_per_group;
-    const uint32_t* zr = a.qzeros + grp * zero_row_words + zero_word;
-    next_s = col_ok ? __ldg(reinterpret_cast<const uint2*>(a.scales + grp * N + f_base)) : make_uint2(0, 0);
-    next_z0 = col_ok ? __ldg(zr) : 0u;
-    next_z1 = col_ok && zero_bit > 20 ? __ldg(zr + 1) : 0u;  // the 12 bits straddle into the next word
+    next_g = decode3::load_group(a.scales, a.qzeros, (ok ? p : 0) / periods_per_group, N, f_base, quad, col_ok);
   };
 
   int b = b_begin + kw;
   if (b < b_end) fetch(b);
   for (; b < b_end; b += kKWarps) {
     const uint4 w0 = next_w[0], w1 = next_w[1], w2 = next_w[2];
-    const uint2 s = next_s;
-    const uint32_t zbits = __funnelshift_r(next_z0, next_z1, zero_bit);
+    const uint2 s = next_g.s;
+    const uint32_t zbits = next_g.zero_bits(quad);
     // x of this batch: token 8 nt + g, the lane's period (16 words); L1 serves the block's other
     // column warps.
     const int p = kPeriods * b + q;
