@@ -63,6 +63,11 @@ int* zeroed_counters(int64_t n, int device, cudaStream_t stream) {
 
 }  // namespace
 
+int64_t env_rows(const char* name) {
+  const char* e = std::getenv(name);
+  return e != nullptr ? std::max<int64_t>(1, std::atoll(e)) : int64_t{0};
+}
+
 at::Tensor run_gemv(const char* op, const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& qzeros,
                     const at::Tensor& scales, int64_t K, int64_t N, int64_t group_size, bool zeros_minus_one,
                     const std::function<GemvPlan(const GemvDevice&)>& plan_for, GemvLaunchFn launch,

@@ -11,6 +11,10 @@
 
 namespace gptq::cuda {
 
+// A row count from the environment variable `name`, for the adapters' tuning and test overrides of
+// which kernel takes which M (at least 1); 0 when unset.
+int64_t env_rows(const char* name);
+
 // y [M, N] (fp16) = x [M, K] W^T on the current stream with `launch`, planned by `plan_for(device)`.
 // `perm` (undefined, or act-order's int32 [K] channel order, checked by the caller) is passed to
 // kernels that gather x themselves (GemvArgs::perm); the others take x already gathered. x, perm,

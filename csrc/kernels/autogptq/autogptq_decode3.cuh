@@ -63,7 +63,8 @@ struct Quad {
 struct Group {
   uint2 s;
   uint32_t z0, z1;
-  // Zero point of feature c (0..3) as stored (z, or z - 1 in a v1 checkpoint).
+  // The quad's 12 zero-point bits, feature c's at bits 3c..3c+2, as stored (z, or z - 1 in a v1
+  // checkpoint).
   __device__ __forceinline__ uint32_t zero_bits(const Quad& quad) const { return __funnelshift_r(z0, z1, quad.bit); }
 };
 __device__ __forceinline__ Group load_group(const __half* scales, const uint32_t* qzeros, int64_t grp, int64_t N,

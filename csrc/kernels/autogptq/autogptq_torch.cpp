@@ -6,9 +6,6 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include <algorithm>
-#include <cstdlib>
-
 #include "autogptq_internal.h"
 #include "check.h"
 #include "format_internal.h"
@@ -17,12 +14,6 @@
 
 namespace gptq::cuda {
 namespace {
-
-// A row count from the environment (tuning and tests); 0 when unset.
-int64_t env_rows(const char* name) {
-  const char* e = std::getenv(name);
-  return e != nullptr ? std::max<int64_t>(1, std::atoll(e)) : int64_t{0};
-}
 
 // Rows the 3-bit tensor-core GEMV takes (fp16, no g_idx). GPTQ_AUTOGPTQ_TCGEMV3_MIN_M / _MAX_M
 // override them (tuning and tests; a minimum above the maximum turns it off).

@@ -4,9 +4,6 @@
 // runs them), else the AutoGPTQ-style op.
 #include "exllamav2_torch.h"
 
-#include <algorithm>
-#include <cstdlib>
-
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 
@@ -18,12 +15,6 @@
 
 namespace gptq::cuda {
 namespace {
-
-// A row count from the environment (tuning only); 0 when unset.
-int64_t env_rows(const char* name) {
-  const char* e = std::getenv(name);
-  return e != nullptr ? std::max<int64_t>(1, std::atoll(e)) : int64_t{0};
-}
 
 // Smallest M that takes the tensor-core GEMM. On the H100 (benchmarks/results/
 // 2026-11-22_h100_regmma_bench_kernels*.txt) it beats the half2 GEMV from m = 4 on layers larger than
