@@ -88,26 +88,30 @@ __device__ __forceinline__ void store_tile(const float* tile, int rows, int* las
   if (t == 0) counters[blockIdx.x] = 0;  // ready for the next call
 }
 
-// Block epilogue of the GEMVs. acc[m][c] is this lane's sum for row m, column 128 * blockIdx.x +
-// 4 * lane + c, over its share of the block's K split; `scale` multiplies the final sums. The warps
-// are added through shared memory red [kWarps][M][128] (the sums land in red[0]), then store_tile.
-template <int M, typename T>
-__device__ __forceinline__ void finish(const float (&acc)[M][4], float (*red)[M][kColsPerBlock], int* last_flag,
+// Block epilogue of the GEMVs. acc[m][c] is this lane's sum for row m, column COLS * blockIdx.x +
+// 4 * lane + c, over its share of the block's K split (lanes 0 .. COLS/4 - 1 hold a warp's sums; with
+// COLS < 128 the other lanes' are not read); `scale` multiplies the final sums. The warps are added
+// through shared memory red [kWarps][M][COLS] (the sums land in red[0]), then store_tile.
+template <int M, int COLS = kColsPerBlock, typename T>
+__device__ __forceinline__ void finish(const float (&acc)[M][4], float (*red)[M][COLS], int* last_flag,
                                        float scale, T* __restrict__ out, float* __restrict__ partial,
                                        int* __restrict__ counters, int64_t N) {
+  static_assert(COLS % 4 == 0 && COLS <= kColsPerBlock, "a lane holds 4 columns");
   const int t = threadIdx.x, warp = t >> 5, lane = t & 31;
+  if (lane < COLS / 4) {
 #pragma unroll
-  for (int m = 0; m < M; ++m)
-    *reinterpret_cast<float4*>(&red[warp][m][lane * 4]) = make_float4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]);
+    for (int m = 0; m < M; ++m)
+      *reinterpret_cast<float4*>(&red[warp][m][lane * 4]) = make_float4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]);
+  }
   __syncthreads();
-  for (int e = t; e < M * kColsPerBlock; e += kThreads) {
-    const int rm = e / kColsPerBlock, cc = e % kColsPerBlock;
+  for (int e = t; e < M * COLS; e += kThreads) {
+    const int rm = e / COLS, cc = e % COLS;
     float v = 0.f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) v += red[w][rm][cc];
     red[0][rm][cc] = v * scale;  // only this thread reads or writes entry e
   }
-  store_tile(&red[0][0][0], M, last_flag, out, partial, counters, M, N);
+  store_tile<COLS>(&red[0][0][0], M, last_flag, out, partial, counters, M, N);
 }
 
 using Kernel = void (*)(GemvArgs);

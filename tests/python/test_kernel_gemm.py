@@ -338,6 +338,35 @@ def run_in_subprocess(body, env):
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
 
 
+_NARROW_GEMV_CHECK = """
+import os
+dtype = torch.bfloat16 if os.environ.get("GPTQ_EXLLAMAV2_TCGEMV_MIN_M") == "99" else torch.float16
+cases = [(4096, 4096, 128, "gptq", False), (4096, 11008, 128, "gptq", True), (11008, 4096, 32, "gptq_v2", False),
+         (8192, 8192, 64, "gptq", False), (8192, 28672, 128, "gptq", False), (28672, 8192, 128, "gptq", False),
+         (4160, 4352, 128, "gptq", False), (4160, 40, -1, "gptq_v2", False), (32, 72, 32, "gptq", False),
+         (4096, 96, 256, "gptq", True)]
+for K, N, group_size, fmt, act_order in cases:
+    check_exllamav2_outliers(K, N, group_size, 1, dtype, act_order, fmt, seed=K + N)
+print("ok")
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", ["128x8s1", "64x8", "32x8", "32x8s1", "16x8", "16x4s1", "32x4"])
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_cuda_exllamav2_gemv_column_strip_widths(config, dtype):
+    # The m = 1 GEMV (exllamav2_kernel.cu) in each of its block widths, 128, 64, 32 and 16 columns (32,
+    # 16, 8 or 4 lanes a packed row) and batches of 8 or 4 rows, forced through
+    # GPTQ_EXLLAMAV2_GEMV_CONFIG (read once per process, hence the subprocess), with K split as
+    # planned or not at all ("s1"); bf16 with the tensor-core GEMV (its m = 1 kernel) off. Real
+    # shapes, K = 4160 (a last group of 64 channels), N = 40, 72 and 96 (strips past N), groups 32 to
+    # 256 and -1, v1 and v2 zeros, act-order; 2000-sigma outlier channels. The tolerance is the op's.
+    env = {"GPTQ_EXLLAMAV2_GEMV_CONFIG": config}
+    if dtype == "bf16":
+        env["GPTQ_EXLLAMAV2_TCGEMV_MIN_M"] = "99"
+    run_in_subprocess(_NARROW_GEMV_CHECK, env)
+
+
 _BF16_GEMV_CHECK = """
 for m in (2, 3, 4):
     for group_size, fmt, act_order in ((128, "gptq", False), (32, "gptq_v2", True), (-1, "gptq", False)):

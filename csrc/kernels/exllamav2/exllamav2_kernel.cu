@@ -1,22 +1,35 @@
 // ExLlamaV2-style GEMV for M = 1..4 rows of fp16 or bf16 activations over 4-bit weights (arithmetic
 // in exllamav2_launch.h).
 //
-// Work split. A block is 8 warps over 128 output columns: lane l owns columns 4l..4l+3, so one
-// 16-byte load of a packed row (qweight [K/8, N]) gives it 4 columns x 8 input channels and a warp
-// reads 512 contiguous bytes per row. The block's K range (one split of grid.y) is cut into batches
-// of ROWS packed rows (8 * ROWS input channels, never straddling a group) dealt round-robin to the
-// warps; the 8 warps are reduced through shared memory at the end, and the splits by the last block
-// of each column strip to finish (an atomic counter per strip, reset by that block), in split order.
+// Work split. A block is 8 warps over COLS = 4 LPR output columns (LPR lanes a packed row: 32, 16, 8
+// or 4).
+// Lane l owns columns 4 (l % LPR) .. 4 (l % LPR) + 3, so one 16-byte load of a packed row (qweight
+// [K/8, N]) gives it 4 columns x 8 input channels; a warp load covers 32 / LPR rows of 16 LPR
+// contiguous bytes (whole 128-byte lines down to LPR = 8). The block's K range (one split of grid.y)
+// is cut into batches of ROWS consecutive packed rows (8 * ROWS input channels, never straddling a
+// group) dealt round-robin to the 8 * 32 / LPR row slots of the block (slot = 32 / LPR * warp + l / LPR).
+// At the end the slots of a warp are added by shuffles, the 8 warps through shared memory, and the
+// splits by the last block of each column strip to finish (an atomic counter per strip, reset by that
+// block), in split order.
+//
+// Why narrower blocks. With 128 columns a block, a small layer fills the GPU's one wave of blocks only
+// by splitting K, and then the last block of each strip adds the splits after all the others have
+// finished: a serial tail of an atomic and an L2 round trip. 4096x4096 has 32 strips of 128 columns
+// but 128 of 32, one block an SM with the whole of K and no split (default_config below).
 //
 // Bandwidth. On the H100 a GEMV streams at the copy rate only with roughly 100+ KB of loads in flight
-// per SM. Each warp therefore loads its next batch (weights, scale, zero word) into registers before
+// per SM. Each lane therefore loads its next batch (weights, scale, zero word) into registers before
 // it decodes the current one: 2 x ROWS x 16 bytes per lane stay in flight with 2 blocks per SM.
-// x is read at use time through L1 (every lane reads the same 16 bytes), costing no registers.
-// Measured in a stand-alone lab against a read-only kernel on the same bytes: 44 us vs 40 us on
-// 8192 x 28672 (see benchmarks/results/2026-11-22_h100_gemv_lab.txt).
+// x is read at use time through L1 (the lanes of a row slot read the same 16 bytes), costing no
+// registers. Measured in a stand-alone lab against a read-only kernel on the same bytes: 44 us vs
+// 40 us on 8192 x 28672 (see benchmarks/results/2026-11-22_h100_gemv_lab.txt).
 #include "exllamav2_launch.h"
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <type_traits>
+#include <utility>
 
 #include "common/gemv.cuh"
 
@@ -88,15 +101,18 @@ __device__ __forceinline__ void bf16_row(const uint4 (&xv)[M], const uint4& w, f
   }
 }
 
-template <typename T, int M, int ROWS>
+template <typename T, int M, int ROWS, int LPR>
 __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(GemvArgs a) {
   static_assert(ROWS % 2 == 0, "two rows share one half2 chain");
+  static_assert(LPR == 32 || LPR == 16 || LPR == 8 || LPR == 4, "a row slot is 4, 8, 16 or 32 lanes");
   constexpr bool kHalf = std::is_same_v<T, __half>;
-  __shared__ float red[kWarps][M][kColsPerBlock];
+  constexpr int kCols = 4 * LPR, kSlotsPerWarp = 32 / LPR, kSlots = kWarps * kSlotsPerWarp;
+  __shared__ float red[kWarps][M][kCols];
   __shared__ int last_flag;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int slot = warp * kSlotsPerWarp + lane / LPR;
   const int64_t N = a.N;
-  const int64_t n0 = int64_t(blockIdx.x) * kColsPerBlock + lane * 4;
+  const int64_t n0 = int64_t(blockIdx.x) * kCols + (lane % LPR) * 4;
   const int rows = static_cast<int>(a.K / 8);
   const int batches = (rows + ROWS - 1) / ROWS;
   const int b_begin = static_cast<int>(blockIdx.y) * a.batches_per_split;
@@ -113,9 +129,9 @@ __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(GemvArgs a) {
 #pragma unroll
     for (int c = 0; c < 4; ++c) acc[m][c] = 0.f;
 
-  // The warp's first two batches into L2 while the kernel before may still run (common/pdl.cuh).
+  // The slot's first two batches into L2 while the kernel before may still run (common/pdl.cuh).
   if (n0 < N) {
-    for (int b = b_begin + warp; b < min(b_end, b_begin + warp + 2 * kWarps); b += kWarps)
+    for (int b = b_begin + slot; b < min(b_end, b_begin + slot + 2 * kSlots); b += kSlots)
 #pragma unroll
       for (int u = 0; u < ROWS; ++u)
         if (b * ROWS + u < rows) pdl::prefetch_l2(a.qweight + int64_t(b * ROWS + u) * N + n0);
@@ -138,15 +154,15 @@ __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(GemvArgs a) {
       next_s = __ldg(reinterpret_cast<const uint2*>(a.scales + g * N + n0));
       next_z = __ldg(a.qzeros + g * zero_row_words + n0 / 8);
     };
-    int b = b_begin + warp;
+    int b = b_begin + slot;
     if (b < b_end) fetch(b);
-    for (; b < b_end; b += kWarps) {
+    for (; b < b_end; b += kSlots) {
       uint4 w[ROWS];
 #pragma unroll
       for (int u = 0; u < ROWS; ++u) w[u] = next_w[u];
       const uint2 s = next_s;
       const uint32_t zw = next_z >> zero_shift;
-      if (b + kWarps < b_end) fetch(b + kWarps);
+      if (b + kSlots < b_end) fetch(b + kSlots);
 
       const int r0 = b * ROWS;
       float gacc[M][4];
@@ -232,44 +248,114 @@ __global__ void __launch_bounds__(kThreads) exllamav2_gemv_kernel(GemvArgs a) {
     }
   }
 
+  // The row slots of a warp hold the same columns: add them (lanes l, l + LPR, ...) into the first.
+#pragma unroll
+  for (int off = LPR; off < 32; off *= 2)
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[m][c] += __shfl_xor_sync(0xFFFFFFFFu, acc[m][c], off);
   // fp16: the 16 undoes the 2^-4 folded into the weights.
-  gemv::finish<M>(acc, red, &last_flag, kHalf ? 16.0f : 1.0f, reinterpret_cast<T*>(a.out), a.partial, a.counters, N);
+  gemv::finish<M, kCols>(acc, red, &last_flag, kHalf ? 16.0f : 1.0f, reinterpret_cast<T*>(a.out), a.partial,
+                         a.counters, N);
 }
 
 // 8 rows per batch when groups allow (group size -1 or a multiple of 64), else 4 (a multiple of 32);
 // M > 1 also uses 4 to keep the registers of two blocks per SM.
-int rows_per_batch(int64_t M, int64_t group_size) {
-  return M == 1 && (group_size < 0 || group_size % 64 == 0) ? 8 : 4;
+int rows_per_batch(int64_t M, int64_t group_size, int want) {
+  return M == 1 && want == 8 && (group_size < 0 || group_size % 64 == 0) ? 8 : 4;
 }
 
-template <typename T>
-gemv::Kernel kernel_for_type(int64_t M, int rows) {
-  switch (M * 10 + rows) {
-    case 18: return exllamav2_gemv_kernel<T, 1, 8>;
-    case 14: return exllamav2_gemv_kernel<T, 1, 4>;
-    case 24: return exllamav2_gemv_kernel<T, 2, 4>;
-    case 34: return exllamav2_gemv_kernel<T, 3, 4>;
-    case 44: return exllamav2_gemv_kernel<T, 4, 4>;
+// Column strips narrower than 128 are built for M = 1 only (the row the decode chain serves).
+template <typename T, int ROWS>
+gemv::Kernel m1_kernel(int cols) {
+  switch (cols) {
+    case 128: return exllamav2_gemv_kernel<T, 1, ROWS, 32>;
+    case 64: return exllamav2_gemv_kernel<T, 1, ROWS, 16>;
+    case 32: return exllamav2_gemv_kernel<T, 1, ROWS, 8>;
+    case 16: return exllamav2_gemv_kernel<T, 1, ROWS, 4>;
     default: return nullptr;
   }
 }
 
-gemv::Kernel kernel_for(int64_t M, int rows, bool bf16) {
-  return bf16 ? kernel_for_type<__nv_bfloat16>(M, rows) : kernel_for_type<__half>(M, rows);
+template <typename T>
+gemv::Kernel kernel_for_type(int64_t M, int rows, int cols) {
+  if (M == 1) return rows == 8 ? m1_kernel<T, 8>(cols) : rows == 4 ? m1_kernel<T, 4>(cols) : nullptr;
+  if (rows != 4 || cols != kColsPerBlock) return nullptr;
+  switch (M) {
+    case 2: return exllamav2_gemv_kernel<T, 2, 4, 32>;
+    case 3: return exllamav2_gemv_kernel<T, 3, 4, 32>;
+    case 4: return exllamav2_gemv_kernel<T, 4, 4, 32>;
+    default: return nullptr;
+  }
+}
+
+gemv::Kernel kernel_for(int64_t M, int rows, int cols, bool bf16) {
+  return bf16 ? kernel_for_type<__nv_bfloat16>(M, rows, cols) : kernel_for_type<__half>(M, rows, cols);
+}
+
+// Block width, rows a batch and K splits at M = 1. GPTQ_EXLLAMAV2_GEMV_CONFIG, "<cols>x<rows>" with
+// cols 128, 64, 32 or 16 and rows 8 or 4, and an optional "s<n>" capping the splits (tuning and
+// tests), overrides the default.
+struct Config {
+  int cols = kColsPerBlock, rows = 8;
+  int64_t max_splits = 0;  // 0: no cap
+};
+
+// The default at M = 1. Layers with K <= 4096 take 32-column strips and no K split when those fill
+// at most one wave: 8-row batches if there is at most one strip an SM (a block then leaves half the
+// SM's registers to the next call's blocks, which prefetch behind it, common/pdl.cuh), else 4-row
+// batches (76 registers, 3 blocks an SM). A row slot then has at most 4 batches, so a block's loads
+// are nearly all in flight at once, and no last block adds splits after the others. Measured on the
+// H100 (benchmarks/results/2026-11-23_h100_s11_gemv-cols-b_ab.txt): 4096x4096 6.4 against 6.8-7.0 us,
+// 4096x11008 11.6-12.1 against 13.0. Longer K keeps 128 columns and splits: 11008x4096 took 14.0
+// with 32 columns and one split against 12.9-13.0, 8192x8192 16.0-16.8 against 16.2 (no gain).
+// (Groups of 32 channels force 4-row batches, too few loads in flight for one block an SM: those
+// layers keep 128 columns there.)
+Config default_config(int64_t K, int64_t N, int64_t group_size, bool bf16, const GemvDevice& dev) {
+  const int64_t strips = (N + 31) / 32;
+  if (K > 4096) return Config{};
+  if (strips <= dev.sm_count) return rows_per_batch(1, group_size, 8) == 8 ? Config{32, 8, 1} : Config{};
+  const int64_t slots4 = int64_t(dev.sm_count) * gemv::blocks_per_sm(kernel_for(1, 4, 32, bf16));
+  if (strips <= slots4) return Config{32, 4, 1};
+  return Config{};
+}
+
+Config config_for(int64_t M, int64_t K, int64_t N, int64_t group_size, bool bf16, const GemvDevice& dev) {
+  static const std::pair<bool, Config> env = [] {
+    const char* e = std::getenv("GPTQ_EXLLAMAV2_GEMV_CONFIG");
+    Config c;
+    long long s = 0;
+    const int n = e == nullptr ? 0 : std::sscanf(e, "%dx%ds%lld", &c.cols, &c.rows, &s);
+    c.max_splits = n == 3 ? s : 0;
+    const bool ok = n >= 2 && (c.cols == 128 || c.cols == 64 || c.cols == 32 || c.cols == 16) &&
+                    (c.rows == 8 || c.rows == 4) && c.max_splits >= 0;
+    return std::make_pair(ok, c);
+  }();
+  if (M != 1) return Config{kColsPerBlock, 4, 0};
+  if (env.first) return env.second;
+  return default_config(K, N, group_size, bf16, dev);
 }
 
 }  // namespace
 
 GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size, bool bf16, const GemvDevice& dev) {
-  const int rows = rows_per_batch(M, group_size);
+  const Config c = config_for(M, K, N, group_size, bf16, dev);
+  const int rows = rows_per_batch(M, group_size, c.rows);
   const int64_t batches = (K / 8 + rows - 1) / rows;
-  return gemv::make_plan(kernel_for(M, rows, bf16), rows, batches, N, dev, kWarps);
+  GemvDevice capped = dev;
+  if (c.max_splits > 0) capped.max_splits = std::min(dev.max_splits, c.max_splits);
+  // At least one batch for each row slot of a split.
+  GemvPlan p = gemv::make_plan(kernel_for(M, rows, c.cols, bf16), rows, batches, N, capped,
+                               kWarps * kColsPerBlock / c.cols, c.cols);
+  p.cols = c.cols;
+  return p;
 }
 
 cudaError_t launch_exllamav2_gemv(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {
   if (args.K % 8 != 0 || args.N % 8 != 0 || (args.group_size > 0 && args.group_size % (8 * plan.batch) != 0))
     return cudaErrorInvalidValue;
-  return gemv::launch(kernel_for(args.M, plan.batch, args.bf16), args, plan, stream);
+  return gemv::launch(kernel_for(args.M, plan.batch, plan.cols, args.bf16), args, plan, stream);
 }
 
 }  // namespace gptq::cuda
