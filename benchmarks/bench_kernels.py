@@ -197,9 +197,9 @@ def main():
                     kernels.append(("autogptq bf16", 4, autogptq_bf16_factory))
             if m <= 16:
                 kernels.append(("autogptq", 3, autogptq_factory))
+                kernels.append(("autogptq", 2, autogptq_factory))
+                kernels.append(("autogptq", 8, autogptq_factory))
                 if (K, N) == (8192, 28672) or (K, N) == (4096, 4096):
-                    kernels.append(("autogptq", 2, autogptq_factory))
-                    kernels.append(("autogptq", 8, autogptq_factory))
                     kernels.append(("autogptq act-order", 4, autogptq_act_order_factory))
             if wanted is not None:
                 kernels = [kr for kr in kernels if kr[0] in wanted]

@@ -147,6 +147,7 @@ inline GemvPlan make_plan(Kernel kernel, int batch, int64_t batches, int64_t N, 
   int64_t splits = std::max<int64_t>(1, slots / std::max<int64_t>(p.col_blocks, 1));
   splits = std::min<int64_t>(splits, std::max<int64_t>(1, batches / min_batches));
   splits = std::min<int64_t>(splits, std::max<int64_t>(1, dev.max_splits));
+  p.blocks_per_sm = blocks_per_sm(kernel);
   p.batches_per_split = std::max<int64_t>(1, (batches + splits - 1) / splits);
   p.splits = std::max<int64_t>(1, (batches + p.batches_per_split - 1) / p.batches_per_split);
   return p;

@@ -39,7 +39,7 @@ struct GemvPlan {
   int64_t splits = 1;             // grid.y: K splits
   int64_t batches_per_split = 0;
   int64_t workspace_bytes = 0;    // scratch the launch needs besides the split-K partials
-  int blocks_per_sm = 1;          // resident blocks an SM the launch is built for (the Hopper GEMM: 1 or 2)
+  int blocks_per_sm = 1;          // resident blocks an SM (the split-K GEMVs: as queried; the Hopper GEMM: 1 or 2)
 };
 
 // What a plan needs of the device: SMs, and a cap on the K splits (GPTQ_GEMV_MAX_SPLITS, tuning only).

@@ -163,4 +163,29 @@ TEST(GemmCudaAutogptq3, SmallBatchRowsMatchFloat64) {
   }
 }
 
+TEST(GemmCudaAutogptq28, SmallBatchRowsMatchFloat64) {
+  // 2 and 8 bits, fp16, m = 1..16 tokens: m = 2..16 take the 2- and 8-bit tensor-core GEMV, m = 1
+  // the AutoGPTQ-style GEMV (GPTQ_AUTOGPTQ_TCGEMV28_MIN_M=1 hands m = 1 to the tensor-core GEMV too:
+  // the memcheck stage of scripts/gpu-check runs this test so). K = 1120 (2 bits: 70 packed rows, a
+  // last batch of 6; 8 bits: 280 rows, a last batch of 8), N = 544 (a last block of 32 features),
+  // groups of 32 and one group, v1 and v2 zero points; one rounding of y as the tolerance.
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  for (int bits : {2, 8}) {
+    for (auto format : {gptq::CheckpointFormat::kGptq, gptq::CheckpointFormat::kGptqV2}) {
+      for (int64_t g : {32, -1}) {
+        auto L = make_layer(bits, 1120, 544, g, false, format, at::kHalf, 29 + g + bits);
+        for (int64_t m : {1, 2, 3, 8, 9, 16}) {
+          auto x = at::randn({m, 1120}, at::kFloat).to(at::kHalf);
+          poison_cuda_allocator();
+          auto y = gptq::autogptq_gemm(x.cuda(), L.qweight.cuda(), L.qzeros.cuda(), L.scales.cuda(), c10::nullopt, bits,
+                                       g, format);
+          EXPECT_FALSE(at::isnan(y).any().item<bool>()) << "an output element was not written";
+          EXPECT_LT(rel_error(y, at::matmul(x.to(at::kDouble), L.W.t())), 2e-3)
+              << "bits " << bits << " " << gptq::to_string(format) << " g " << g << " m " << m;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace

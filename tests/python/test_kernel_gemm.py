@@ -324,14 +324,14 @@ def test_cuda_exllamav2_bf16(m, group_size, fmt, act_order):
 def run_in_subprocess(body, env):
     """Runs `body` (Python that ends by printing "ok") in a fresh interpreter with `env` added to the
     environment: the kernels read their tuning variables once per process. The body sees torch, gptq,
-    rel_error, make_layer, run_exllamav2, check_exllamav2_outliers, check_autogptq3_outliers and TOL."""
+    rel_error, make_layer, run_exllamav2, check_exllamav2_outliers, check_autogptq_outliers and TOL."""
     import os
     import subprocess
     import sys
 
     here = os.path.dirname(os.path.abspath(__file__))
     header = (f"import sys, torch\nsys.path.insert(0, {here!r})\nimport gptq\nfrom conftest import rel_error\n"
-              "from test_kernel_gemm import TOL, check_autogptq3_outliers, check_exllamav2_outliers, make_layer, "
+              "from test_kernel_gemm import TOL, check_autogptq_outliers, check_exllamav2_outliers, make_layer, "
               "run_exllamav2\n")
     r = subprocess.run([sys.executable, "-c", header + body], capture_output=True, text=True,
                        env={**os.environ, **env}, timeout=300)
@@ -540,24 +540,26 @@ def test_cuda_split_k_counters_on_concurrent_streams_and_graphs():
     assert rel_error(want[1], xs[1].double() @ W.t()) < TOL[torch.float16]
 
 
-def check_autogptq3_outliers(K, N, group_size, m, fmt="gptq", seed=0):
-    """One 3-bit fp16 autogptq call (no g_idx) against float64 on x with 2000-sigma outlier channels
-    (every 97th): finite, within the fp16 tolerance."""
-    L, W = make_layer(3, K, N, group_size, fmt=fmt, device="cuda", seed=seed)
+def check_autogptq_outliers(K, N, group_size, m, fmt="gptq", seed=0, bits=3):
+    """One fp16 autogptq call (no g_idx) against float64 on x with outlier channels (every 97th):
+    finite, within the fp16 tolerance. The outliers are 2000 sigma at 2 and 3 bits, 100 at 8 bits, whose
+    weights are 30-60x larger (rms |v - z| 104 against 1.6-3.2): with 2000 the exact y of a 4096-wide
+    layer reaches the fp16 limit (65504) itself."""
+    L, W = make_layer(bits, K, N, group_size, fmt=fmt, device="cuda", seed=seed)
     x = torch.randn(m, K, device="cuda")
-    x[:, ::97] *= 2000  # outlier channels: no fp16 overflow in the half2 chains
+    x[:, ::97] *= 2000 if bits < 8 else 100  # outlier channels: no fp16 overflow in the half2 chains
     x = x.half()
     poison_cuda_allocator()
     y = run_autogptq(L, x, False)
     err = rel_error(y, x.double() @ W.t())
-    assert torch.isfinite(y).all() and err < TOL[torch.float16], (K, N, group_size, fmt, m, err)
+    assert torch.isfinite(y).all() and err < TOL[torch.float16], (bits, K, N, group_size, fmt, m, err)
 
 
 _GEMV3_CHECK = """
 for m in (1, 2, 4):
     for group_size in (32, 64, -1):
         for fmt in ("gptq", "gptq_v2"):
-            check_autogptq3_outliers(4160, 1056, group_size, m, fmt, seed=m + 7)
+            check_autogptq_outliers(4160, 1056, group_size, m, fmt, seed=m + 7)
 print("ok")
 """
 
@@ -584,7 +586,7 @@ cases = [
     (4160, 1056, 64, "gptq"), (32, 1056, -1, "gptq_v2"), (4160, 32, 32, "gptq"),
 ]
 for (K, N, group_size, fmt), m in itertools.product(cases, (1, 2, 3, 5, 8, 9, 16)):
-    check_autogptq3_outliers(K, N, group_size, m, fmt, seed=K + N + m)
+    check_autogptq_outliers(K, N, group_size, m, fmt, seed=K + N + m)
 print("ok")
 """
 
@@ -596,6 +598,40 @@ def test_cuda_autogptq_3bit_tensor_core_gemv():
     # m = 2..16. Weights (v - z) s rounded once to fp16 (2^-11), fp32 accumulation: the fp16
     # tolerance. m = 8 / 9 is the edge of one and two token tiles; 2000-sigma outlier channels.
     run_in_subprocess(_TCGEMV3_CHECK, {"GPTQ_AUTOGPTQ_TCGEMV3_MIN_M": "1"})
+
+
+_TCGEMV28_CHECK = """
+import itertools, os
+forced_lane_rows = "GPTQ_AUTOGPTQ_TCGEMV28_LANE_ROWS" in os.environ  # 2-bit variants: 8 bits unchanged
+cases = [
+    # real shapes, group 128, v1 and v2 zero points
+    (4096, 4096, 128, "gptq"), (11008, 4096, 128, "gptq_v2"), (4096, 11008, 128, "gptq"),
+    # groups of 32, 64, one group, a group across batches (512); N = 1056: a last block of 32 features
+    (4096, 1056, 32, "gptq_v2"), (4096, 1056, 64, "gptq"), (4096, 1056, -1, "gptq"), (4096, 1056, 512, "gptq_v2"),
+    # K = 4160: a last batch of part of its rows; K = 32: a batch of 2 (2 bits) or 8 (8 bits) rows;
+    # N = 32: one narrow block
+    (4160, 1056, 64, "gptq"), (32, 1056, -1, "gptq_v2"), (4160, 32, 32, "gptq"),
+]
+for bits, (K, N, group_size, fmt), m in itertools.product((2, 8), cases, (1, 2, 3, 5, 8, 9, 16)):
+    if forced_lane_rows and bits == 8:
+        continue
+    check_autogptq_outliers(K, N, group_size, m, fmt, seed=K + N + m + bits, bits=bits)
+print("ok")
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("lane_rows", ["default", "2", "4"])
+def test_cuda_autogptq_2_and_8bit_tensor_core_gemv(lane_rows):
+    # The 2- and 8-bit tensor-core GEMV (autogptq_tcgemv28.cu) forced on from m = 1 through
+    # GPTQ_AUTOGPTQ_TCGEMV28_MIN_M=1 (read once per process, hence the subprocess). At 2 bits in the
+    # default lane batches (4 packed rows up to m = 8 where the groups allow, else 2) and in each forced.
+    # Weights (v - z) s rounded once to fp16 (2^-11), fp32 accumulation: the fp16 tolerance. m = 8 / 9
+    # is the edge of one and two token tiles; outlier channels (check_autogptq_outliers).
+    env = {"GPTQ_AUTOGPTQ_TCGEMV28_MIN_M": "1"}
+    if lane_rows != "default":
+        env["GPTQ_AUTOGPTQ_TCGEMV28_LANE_ROWS"] = lane_rows
+    run_in_subprocess(_TCGEMV28_CHECK, env)
 
 
 @pytest.mark.gpu
@@ -671,12 +707,14 @@ def check_chain(steps, refs, x0, graph, tol, label):
 @pytest.mark.parametrize("bits,m,dtype", [(4, 1, torch.float16), (4, 3, torch.float16), (4, 16, torch.float16),
                                           (4, 32, torch.float16), (4, 64, torch.float16), (3, 1, torch.float16),
                                           (3, 4, torch.float16), (3, 16, torch.float16), (4, 1, torch.bfloat16),
-                                          (8, 1, torch.float16), (2, 3, torch.float16), (8, 1, torch.bfloat16)])
+                                          (8, 1, torch.float16), (2, 3, torch.float16), (8, 16, torch.float16),
+                                          (8, 1, torch.bfloat16)])
 @pytest.mark.parametrize("graph", [False, True])
 def test_cuda_chained_calls_each_read_the_finished_output_of_the_one_before(bits, m, dtype, graph):
     # 8 layers of 4096 x 4096 (split K at every m here; on the H100 fp16 m = 1 and 3-bit take the
     # half2 GEMVs, fp16 m = 3 and bf16 m = 1 the tensor-core GEMV, m = 16..64 the Hopper GEMM, 2 and 8
-    # bits the AutoGPTQ-style GEMV with its split-reduction kernel), each fed the previous one's output: eagerly
+    # bits at m = 1 the AutoGPTQ-style GEMV with its split-reduction kernel, fp16 m = 3 and 16 their
+    # tensor-core GEMV), each fed the previous one's output: eagerly
     # with one synchronization at the end, or captured in a CUDA graph and replayed on a new input.
     # Each step is checked against float64 on the input it actually got (2e-3 in fp16, 1e-2 in bf16: one
     # rounding of y).
@@ -750,7 +788,7 @@ def test_cuda_exllamav2_act_order_gather_k_not_a_multiple_of_8(m):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("bits,m", [(4, 1), (4, 16), (4, 64), (3, 1), (8, 1)])
+@pytest.mark.parametrize("bits,m", [(4, 1), (4, 16), (4, 64), (3, 1), (8, 1), (8, 16), (2, 4)])
 def test_cuda_call_sees_weights_written_just_before_it(bits, m):
     # A kernel rewrites the packed weights in place and the GEMM follows at once: it must use the new
     # codes (weights are only prefetched ahead of the wait, never loaded). Alternating two layers'

@@ -71,4 +71,21 @@ inline bool tcgemv3_supports(int64_t M, int64_t K, int64_t N, int64_t group_size
 GemvPlan tcgemv3_plan(int64_t M, int64_t K, int64_t N, const GemvDevice& dev);
 cudaError_t launch_tcgemv3(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
 
+// The 2- and 8-bit tensor-core GEMV (autogptq_tcgemv28.cu): fp16, M = 1..16, contiguous groups of -1
+// or a multiple of 32, no g_idx. plan.batch: packed rows a batch (4 per q-lane; 8 or 16 at 2 bits,
+// where 16 needs groups of a multiple of 64).
+inline bool tcgemv28_supports(int64_t M, int64_t K, int64_t N, int64_t group_size, int64_t bits) {
+  return (bits == 2 || bits == 8) && M >= 1 && M <= 16 && K % 32 == 0 && N % 32 == 0 &&
+         (group_size == -1 || (group_size > 0 && group_size % 32 == 0));
+}
+GemvPlan tcgemv28_plan(int64_t M, int64_t K, int64_t N, int64_t bits, int64_t group_size, const GemvDevice& dev);
+template <int BITS>  // 2 or 8
+cudaError_t launch_tcgemv28(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream);
+// Whether the kernel's blocks at m = 1 fit one wave on sm_count SMs. At m = 1 the op takes it only
+// then: on 8192x28672 (448 blocks of 64 features for 264 slots) 8 bits took 94.7 us against 89.3 with
+// the AutoGPTQ-style GEMV, which streams wide layers at 2.7 TB/s; on the layers that fit it won at
+// both widths, e.g. 4096x4096 9.7 against 14.9 (8 bits) and 6.6 against 10.7 (2 bits)
+// (benchmarks/results/2026-11-23_h100_s11_tcgemv28-b_ab.txt).
+bool tcgemv28_one_wave(int64_t K, int64_t N, int64_t bits, int64_t group_size, int sm_count);
+
 }  // namespace gptq::cuda

@@ -26,6 +26,7 @@
 #include "autogptq_launch.h"
 
 #include "autogptq_decode3.cuh"
+#include "autogptq_tcgemv.cuh"
 #include "common/gemv.cuh"
 #include "common/mma.cuh"
 
@@ -66,10 +67,7 @@ template <int NT, int WC>
 __global__ void __launch_bounds__(kThreads, 2) tcgemv3_kernel(GemvArgs a) {
   constexpr int kCols = 32 * WC;
   constexpr int kKWarps = kWarps / WC;
-  constexpr int kTok = 8 * NT;
-  static_assert(kKWarps >= 2 && (kKWarps & (kKWarps - 1)) == 0, "a power-of-two tree of K warps");
-  __shared__ __align__(16) float red[kKWarps / 2][kTok][kCols];
-  __shared__ int last_flag;
+  __shared__ __align__(16) tcgemv::Smem<NT, WC> sm;
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
   const int wc = warp % WC, kw = warp / WC;
@@ -165,25 +163,7 @@ __global__ void __launch_bounds__(kThreads, 2) tcgemv3_kernel(GemvArgs a) {
     }
   }
 
-  // Warps of a column, added in a fixed tree: K warp kw += kw + h for h = kKWarps / 2, ..., 1.
-  // C fragment of tile pt, token tile nt: i = 0, 1 is feature f_base + 2pt, i = 2, 3 feature
-  // f_base + 2pt + 1; tokens 8 nt + 2q + (i & 1).
-#define GPTQ_TCGEMV3_TILE_LOOP(BUF, STMT)                                                               \
-  _Pragma("unroll") for (int pt = 0; pt < 2; ++pt) _Pragma("unroll") for (int nt = 0; nt < NT; ++nt)    \
-      _Pragma("unroll") for (int i = 0; i < 4; ++i) {                                                  \
-    float& slot = (BUF)[8 * nt + 2 * q + (i & 1)][wc * 32 + 4 * g + 2 * pt + (i >> 1)];                 \
-    float& v = acc[pt][nt][i];                                                                         \
-    STMT;                                                                                              \
-  }
-  for (int h = kKWarps / 2; h >= 1; h /= 2) {
-    if (kw >= h && kw < 2 * h) GPTQ_TCGEMV3_TILE_LOOP(red[kw - h], slot = v)
-    __syncthreads();
-    if (kw < h) GPTQ_TCGEMV3_TILE_LOOP(red[kw], v += slot)
-    __syncthreads();
-  }
-  if (kw == 0) GPTQ_TCGEMV3_TILE_LOOP(red[0], slot = v)
-#undef GPTQ_TCGEMV3_TILE_LOOP
-  gemv::store_tile<kCols>(&red[0][0][0], static_cast<int>(M), &last_flag, a.out, a.partial, a.counters, M, N);
+  tcgemv::reduce_and_store<NT, WC>(acc, sm, static_cast<int>(M), a.out, a.partial, a.counters, N);
 }
 
 constexpr int kWC = 2;  // warp columns a block: 64 features

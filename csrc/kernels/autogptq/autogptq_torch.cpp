@@ -25,6 +25,18 @@ int64_t tcgemv3_max_m() {
   static const int64_t env = env_rows("GPTQ_AUTOGPTQ_TCGEMV3_MAX_M");
   return env > 0 ? env : 16;
 }
+// Whether the 2- and 8-bit tensor-core GEMV takes this call (fp16, no g_idx, checked by the caller):
+// m = 2..16, and m = 1 where its blocks fit one wave (tcgemv28_one_wave).
+// GPTQ_AUTOGPTQ_TCGEMV28_MIN_M / _MAX_M override the range (tuning and tests).
+bool use_tcgemv28(int64_t M, int64_t K, int64_t N, int64_t bits, int64_t group_size) {
+  static const int64_t env_min = env_rows("GPTQ_AUTOGPTQ_TCGEMV28_MIN_M");
+  static const int64_t env_max = env_rows("GPTQ_AUTOGPTQ_TCGEMV28_MAX_M");
+  if (!tcgemv28_supports(M, K, N, group_size, bits)) return false;
+  if (M > (env_max > 0 ? env_max : 16)) return false;
+  if (env_min > 0) return M >= env_min;
+  return M >= 2 ||
+         tcgemv28_one_wave(K, N, bits, group_size, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
+}
 
 }  // namespace
 
@@ -46,6 +58,14 @@ at::Tensor autogptq_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight, co
     return run_gemv(
         op, x, qweight, qzeros, scales, s.K, s.N, group_size, checkpoint_format == 1,
         [&](const GemvDevice& dev) { return tcgemv3_plan(M, s.K, s.N, dev); }, launch_tcgemv3);
+  }
+  if ((bits == 2 || bits == 8) && x.scalar_type() == at::kHalf && !has_g_idx &&
+      use_tcgemv28(M, s.K, s.N, bits, group_size)) {
+    // The 2- and 8-bit tensor-core GEMV (autogptq_tcgemv28.cu).
+    return run_gemv(
+        op, x, qweight, qzeros, scales, s.K, s.N, group_size, checkpoint_format == 1,
+        [&](const GemvDevice& dev) { return tcgemv28_plan(M, s.K, s.N, bits, group_size, dev); },
+        bits == 2 ? launch_tcgemv28<2> : launch_tcgemv28<8>);
   }
   if (bits == 3 && x.scalar_type() == at::kHalf && !has_g_idx && gemv3_supports(M, s.K, s.N, group_size)) {
     // The 3-bit half2 GEMV (autogptq_gemv3.cu).
