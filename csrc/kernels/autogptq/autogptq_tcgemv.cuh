@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "common/gemv.cuh"
+#include "common/pdl.cuh"
 
 namespace gptq::cuda::tcgemv {
 
@@ -21,6 +22,43 @@ struct Smem {
   float red[kKWarps / 2][8 * NT][32 * WC];
   int last_flag;
 };
+
+// Zeroes the C fragments acc[pt][nt][i].
+template <int NT>
+__device__ __forceinline__ void zero(float (&acc)[2][NT][4]) {
+#pragma unroll
+  for (int pt = 0; pt < 2; ++pt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[pt][nt][i] = 0.f;
+}
+
+// Both kernels give q-lane q the LR consecutive packed rows (4 b + q) LR .. + LR - 1 of batch b (a
+// 3-bit period is LR = 3 rows), for 4 adjacent features from f0 (one 16-byte load a row).
+
+// The rows of the first two batches of K warp kw into L2, while the kernel before may still run
+// (before pdl::wait, common/pdl.cuh).
+template <int LR>
+__device__ __forceinline__ void prefetch_rows(const uint32_t* qweight, int64_t N, int64_t f0, int rows, int b_begin,
+                                              int b_end, int kw, int k_warps, int q) {
+  for (int b = b_begin + kw; b < min(b_end, b_begin + kw + 2 * k_warps); b += k_warps)
+#pragma unroll
+    for (int u = 0; u < LR; ++u) {
+      const int r = (4 * b + q) * LR + u;
+      if (r < rows) pdl::prefetch_l2(qweight + int64_t(r) * N + f0);
+    }
+}
+
+// The rows of batch b into w; rows from `rows` on (and all where !ok) read as 0, against x = 0 there.
+template <int LR>
+__device__ __forceinline__ void load_rows(uint4 (&w)[LR], const uint32_t* qweight, int64_t N, int64_t f0, int rows,
+                                          int b, int q, bool ok) {
+  const int r0 = (4 * b + q) * LR;
+#pragma unroll
+  for (int u = 0; u < LR; ++u)
+    w[u] = ok && r0 + u < rows ? gemv::load_stream(qweight + int64_t(r0 + u) * N + f0) : make_uint4(0, 0, 0, 0);
+}
 
 // Adds the K warps of each warp column in a fixed tree (K warp kw += kw + h for h = K_WARPS / 2, ...,
 // 1), so the result does not depend on timing, then writes the block's [M, 32 WC] tile

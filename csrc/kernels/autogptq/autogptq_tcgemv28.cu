@@ -44,7 +44,6 @@ using gemv::as_half2;
 using gemv::as_u32;
 using gemv::kThreads;
 using gemv::kWarps;
-using gemv::load_stream;
 
 
 __device__ __forceinline__ uint32_t splat(uint32_t h) { return h | (h << 16); }
@@ -160,21 +159,9 @@ __global__ void __launch_bounds__(kThreads, 2) tcgemv28_kernel(GemvArgs a) {
   constexpr uint32_t kZeroMask = (1u << BITS) - 1u;
 
   float acc[2][NT][4];
-#pragma unroll
-  for (int p = 0; p < 2; ++p)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[p][nt][i] = 0.f;
+  tcgemv::zero(acc);
 
-  // The warp's first two batches into L2 while the kernel before may still run (common/pdl.cuh).
-  if (col_ok)
-    for (int b = b_begin + kw; b < min(b_end, b_begin + kw + 2 * kKWarps); b += kKWarps)
-#pragma unroll
-      for (int u = 0; u < kLaneRows; ++u) {
-        const int r = kBatchRows * b + kLaneRows * q + u;
-        if (r < rows) pdl::prefetch_l2(a.qweight + int64_t(r) * N + f_base);
-      }
+  if (col_ok) tcgemv::prefetch_rows<LR>(a.qweight, N, f_base, rows, b_begin, b_end, kw, kKWarps, q);
   pdl::wait();
   pdl::launch_dependents();
 
@@ -185,10 +172,8 @@ __global__ void __launch_bounds__(kThreads, 2) tcgemv28_kernel(GemvArgs a) {
   uint2 next_s;
   uint32_t next_z;
   auto fetch = [&](int b) {
+    tcgemv::load_rows<LR>(next_w, a.qweight, N, f_base, rows, b, q, col_ok);
     const int r0 = kBatchRows * b + kLaneRows * q;
-#pragma unroll
-    for (int u = 0; u < kLaneRows; ++u)  // rows past K read as 0: x is 0 there
-      next_w[u] = col_ok && r0 + u < rows ? load_stream(a.qweight + int64_t(r0 + u) * N + f_base) : make_uint4(0, 0, 0, 0);
     const int64_t grp = (col_ok && r0 < rows ? r0 : 0) / rows_per_group;
     next_s = col_ok ? __ldg(reinterpret_cast<const uint2*>(a.scales + grp * N + f_base)) : make_uint2(0, 0);
     next_z = col_ok ? __ldg(a.qzeros + grp * (N * BITS / 32) + zero_word) : 0u;

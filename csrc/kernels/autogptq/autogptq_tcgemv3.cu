@@ -38,7 +38,6 @@ using gemv::as_half2;
 using gemv::as_u32;
 using gemv::kThreads;
 using gemv::kWarps;
-using gemv::load_stream;
 
 constexpr int kPeriods = 4;  // periods a batch: one a q-lane
 
@@ -82,21 +81,12 @@ __global__ void __launch_bounds__(kThreads, 2) tcgemv3_kernel(GemvArgs a) {
   const decode3::Quad quad(f_base);
 
   float acc[2][NT][4];
-#pragma unroll
-  for (int p = 0; p < 2; ++p)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[p][nt][i] = 0.f;
+  tcgemv::zero(acc);
 
-  // The warp's first two batches into L2 while the kernel before may still run (common/pdl.cuh).
-  if (col_ok)
-    for (int b = b_begin + kw; b < min(b_end, b_begin + kw + 2 * kKWarps); b += kKWarps) {
-      const int p = kPeriods * b + q;
-#pragma unroll
-      for (int u = 0; u < 3; ++u)
-        if (p < periods) pdl::prefetch_l2(a.qweight + int64_t(3 * p + u) * N + f_base);
-    }
+  // A lane's period is 3 packed rows (tcgemv::load_rows with LR = 3); K % 32 == 0, so a period is
+  // inside K exactly when its rows are.
+  const int rows = 3 * periods;
+  if (col_ok) tcgemv::prefetch_rows<3>(a.qweight, N, f_base, rows, b_begin, b_end, kw, kKWarps, q);
   pdl::wait();
   pdl::launch_dependents();
 
@@ -107,8 +97,7 @@ __global__ void __launch_bounds__(kThreads, 2) tcgemv3_kernel(GemvArgs a) {
   auto fetch = [&](int b) {
     const int p = kPeriods * b + q;
     const bool ok = col_ok && p < periods;  // periods past K read as 0: x is 0 there
-#pragma unroll
-    for (int u = 0; u < 3; ++u) next_w[u] = ok ? load_stream(a.qweight + int64_t(3 * p + u) * N + f_base) : make_uint4(0, 0, 0, 0);
+    tcgemv::load_rows<3>(next_w, a.qweight, N, f_base, rows, b, q, col_ok);
     next_g = decode3::load_group(a.scales, a.qzeros, (ok ? p : 0) / periods_per_group, N, f_base, quad, col_ok);
   };
 
