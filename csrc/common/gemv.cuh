@@ -142,12 +142,13 @@ inline GemvPlan make_plan(Kernel kernel, int batch, int64_t batches, int64_t N, 
                           int64_t min_batches, int cols = kColsPerBlock) {
   GemvPlan p;
   p.batch = batch;
+  p.cols = cols;
   p.col_blocks = (N + cols - 1) / cols;
-  const int64_t slots = int64_t(std::max(dev.sm_count, 1)) * blocks_per_sm(kernel);
+  p.blocks_per_sm = blocks_per_sm(kernel);
+  const int64_t slots = int64_t(std::max(dev.sm_count, 1)) * p.blocks_per_sm;
   int64_t splits = std::max<int64_t>(1, slots / std::max<int64_t>(p.col_blocks, 1));
   splits = std::min<int64_t>(splits, std::max<int64_t>(1, batches / min_batches));
   splits = std::min<int64_t>(splits, std::max<int64_t>(1, dev.max_splits));
-  p.blocks_per_sm = blocks_per_sm(kernel);
   p.batches_per_split = std::max<int64_t>(1, (batches + splits - 1) / splits);
   p.splits = std::max<int64_t>(1, (batches + p.batches_per_split - 1) / p.batches_per_split);
   return p;

@@ -35,7 +35,7 @@ struct GemvArgs {
 struct GemvPlan {
   int batch = 0;                  // what one batch along K holds: packed rows, periods or steps (per kernel)
   int64_t col_blocks = 0;         // grid.x: blocks of the kernel's columns (128, or 256 for the tensor-core GEMM)
-  int cols = 128;                 // columns a block, for the kernels built for several widths (the m = 1 GEMV)
+  int cols = 128;                 // columns a block (the m = 1 GEMV is built for several widths)
   int64_t splits = 1;             // grid.y: K splits
   int64_t batches_per_split = 0;
   int64_t workspace_bytes = 0;    // scratch the launch needs besides the split-K partials

@@ -12,6 +12,8 @@ so an element the kernel forgets to write shows up as NaN.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -324,15 +326,16 @@ def test_cuda_exllamav2_bf16(m, group_size, fmt, act_order):
 def run_in_subprocess(body, env):
     """Runs `body` (Python that ends by printing "ok") in a fresh interpreter with `env` added to the
     environment: the kernels read their tuning variables once per process. The body sees torch, gptq,
-    rel_error, make_layer, run_exllamav2, check_exllamav2_outliers, check_autogptq_outliers and TOL."""
+    rel_error, make_layer, run_exllamav2, check_exllamav2_outliers, check_autogptq_outliers,
+    check_tc_gemv_cases and TOL."""
     import os
     import subprocess
     import sys
 
     here = os.path.dirname(os.path.abspath(__file__))
     header = (f"import sys, torch\nsys.path.insert(0, {here!r})\nimport gptq\nfrom conftest import rel_error\n"
-              "from test_kernel_gemm import TOL, check_autogptq_outliers, check_exllamav2_outliers, make_layer, "
-              "run_exllamav2\n")
+              "from test_kernel_gemm import TOL, check_autogptq_outliers, check_exllamav2_outliers, "
+              "check_tc_gemv_cases, make_layer, run_exllamav2\n")
     r = subprocess.run([sys.executable, "-c", header + body], capture_output=True, text=True,
                        env={**os.environ, **env}, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
@@ -574,21 +577,23 @@ def test_cuda_autogptq_3bit_half2_gemv_groups_ragged_k_and_large_activations():
     run_in_subprocess(_GEMV3_CHECK, {"GPTQ_AUTOGPTQ_TCGEMV3_MIN_M": "99"})
 
 
-_TCGEMV3_CHECK = """
-import itertools
-cases = [
+# The checks of the tensor-core GEMVs (3 bits: autogptq_tcgemv3.cu; 2 and 8: autogptq_tcgemv28.cu),
+# each (K, N, group size, format) at m = 1, 2, 3, 5, 8, 9, 16 (8 / 9: the edge of one and two token tiles).
+TC_GEMV_CASES = [
     # real shapes, group 128, v1 and v2 zero points
     (4096, 4096, 128, "gptq"), (11008, 4096, 128, "gptq_v2"), (4096, 11008, 128, "gptq"),
-    # groups of 32 (one a period) and 64, one group, a group across batches (512); N = 1056: a last
-    # block of 32 features, zero points across two qzeros words
+    # groups of 32 and 64, one group, a group across batches (512); N = 1056: a last block of 32
+    # features (3 bits: zero points across two qzeros words)
     (4096, 1056, 32, "gptq_v2"), (4096, 1056, 64, "gptq"), (4096, 1056, -1, "gptq"), (4096, 1056, 512, "gptq_v2"),
-    # K = 4160: 130 periods, a last batch of 2; K = 32: one period; N = 32: one narrow block
+    # K = 4160: a last batch of part of its rows (3 bits: 130 periods, a last batch of 2); K = 32: one
+    # 3-bit period, 2 or 8 packed rows at 2 or 8 bits; N = 32: one narrow block
     (4160, 1056, 64, "gptq"), (32, 1056, -1, "gptq_v2"), (4160, 32, 32, "gptq"),
 ]
-for (K, N, group_size, fmt), m in itertools.product(cases, (1, 2, 3, 5, 8, 9, 16)):
-    check_autogptq_outliers(K, N, group_size, m, fmt, seed=K + N + m)
-print("ok")
-"""
+
+
+def check_tc_gemv_cases(bits_list):
+    for bits, (K, N, group_size, fmt), m in itertools.product(bits_list, TC_GEMV_CASES, (1, 2, 3, 5, 8, 9, 16)):
+        check_autogptq_outliers(K, N, group_size, m, fmt, seed=K + N + m + bits, bits=bits)
 
 
 @pytest.mark.gpu
@@ -597,25 +602,13 @@ def test_cuda_autogptq_3bit_tensor_core_gemv():
     # GPTQ_AUTOGPTQ_TCGEMV3_MIN_M=1 (read once per process, hence the subprocess); the op takes it at
     # m = 2..16. Weights (v - z) s rounded once to fp16 (2^-11), fp32 accumulation: the fp16
     # tolerance. m = 8 / 9 is the edge of one and two token tiles; 2000-sigma outlier channels.
-    run_in_subprocess(_TCGEMV3_CHECK, {"GPTQ_AUTOGPTQ_TCGEMV3_MIN_M": "1"})
+    run_in_subprocess("check_tc_gemv_cases((3,))\nprint(\"ok\")\n", {"GPTQ_AUTOGPTQ_TCGEMV3_MIN_M": "1"})
 
 
 _TCGEMV28_CHECK = """
-import itertools, os
-forced_lane_rows = "GPTQ_AUTOGPTQ_TCGEMV28_LANE_ROWS" in os.environ  # 2-bit variants: 8 bits unchanged
-cases = [
-    # real shapes, group 128, v1 and v2 zero points
-    (4096, 4096, 128, "gptq"), (11008, 4096, 128, "gptq_v2"), (4096, 11008, 128, "gptq"),
-    # groups of 32, 64, one group, a group across batches (512); N = 1056: a last block of 32 features
-    (4096, 1056, 32, "gptq_v2"), (4096, 1056, 64, "gptq"), (4096, 1056, -1, "gptq"), (4096, 1056, 512, "gptq_v2"),
-    # K = 4160: a last batch of part of its rows; K = 32: a batch of 2 (2 bits) or 8 (8 bits) rows;
-    # N = 32: one narrow block
-    (4160, 1056, 64, "gptq"), (32, 1056, -1, "gptq_v2"), (4160, 32, 32, "gptq"),
-]
-for bits, (K, N, group_size, fmt), m in itertools.product((2, 8), cases, (1, 2, 3, 5, 8, 9, 16)):
-    if forced_lane_rows and bits == 8:
-        continue
-    check_autogptq_outliers(K, N, group_size, m, fmt, seed=K + N + m + bits, bits=bits)
+import os
+# A forced lane-row count changes only the 2-bit kernels.
+check_tc_gemv_cases((2,) if "GPTQ_AUTOGPTQ_TCGEMV28_LANE_ROWS" in os.environ else (2, 8))
 print("ok")
 """
 

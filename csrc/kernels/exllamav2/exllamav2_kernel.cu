@@ -346,10 +346,8 @@ GemvPlan exllamav2_gemv_plan(int64_t M, int64_t K, int64_t N, int64_t group_size
   GemvDevice capped = dev;
   if (c.max_splits > 0) capped.max_splits = std::min(dev.max_splits, c.max_splits);
   // At least one batch for each row slot of a split.
-  GemvPlan p = gemv::make_plan(kernel_for(M, rows, c.cols, bf16), rows, batches, N, capped,
-                               kWarps * kColsPerBlock / c.cols, c.cols);
-  p.cols = c.cols;
-  return p;
+  return gemv::make_plan(kernel_for(M, rows, c.cols, bf16), rows, batches, N, capped, kWarps * kColsPerBlock / c.cols,
+                         c.cols);
 }
 
 cudaError_t launch_exllamav2_gemv(const GemvArgs& args, const GemvPlan& plan, cudaStream_t stream) {

@@ -418,6 +418,7 @@ GemvPlan exllamav2_wgmma_plan(int64_t M, int64_t K, int64_t N, const GemvDevice&
     GemvPlan p;
     p.batch = bt;
     p.blocks_per_sm = blocks_per_sm;
+    p.cols = kCols;
     p.col_blocks = (N + kCols - 1) / kCols * token_tiles;
     // Split K until the blocks fill one wave, with at least 4 stages a split and at most 8 splits
     // (each adds M x N fp32 partials; 15 splits made 11008x4096 at m = 16 slower, 26.4 against 22.8 us).
