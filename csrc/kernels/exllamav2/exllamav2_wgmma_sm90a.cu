@@ -145,6 +145,47 @@ __global__ void __launch_bounds__(gather::kThreads) stage_x_perm_kernel(const __
   if (e < num_stages * (kStageK / 8)) stage_chunk<BT>(xs, n, e / (kStageK / 8), e % (kStageK / 8), v, num_stages);
 }
 
+// The split-K sum of a thread's outputs, features n0..n0+3 of tokens tok0 + 8j + e (j < BT / 8, e < 2),
+// from partial [splits, M, N] into out (T bits), in split order. Up to 16 outputs' partials of a split are loaded
+// together, so that a split costs one L2 latency per 16 outputs; output by output, a block of 64 tokens
+// (16 outputs a thread) waited out 16 chains of loads in a row (8192x8192 at m = 64: 30.9-31.9
+// against 36.1-36.5 us, 4096x11008 at m = 64: 24.2-24.5 against 29.8-31.0;
+// benchmarks/results/2026-11-23_h100_s12_split-sum-noinline_ab.txt). Not inlined: inlined, it changed
+// the code of the kernel's main loop more (..._s12_split-sum-inline_ab.txt).
+template <typename T, int BT>
+__device__ __noinline__ void add_splits(const float* __restrict__ partial, __half* __restrict__ out, int64_t M, int64_t N,
+                                        int64_t tok0, int64_t n0, int splits) {
+  constexpr int kOut = BT / 4;  // output o is (j, e) = (o / 2, o % 2)
+  constexpr int kChunk = kOut < 16 ? kOut : 16;
+#pragma unroll
+  for (int o0 = 0; o0 < kOut; o0 += kChunk) {
+    float4 total[kChunk];
+#pragma unroll
+    for (int c = 0; c < kChunk; ++c) total[c] = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int y = 0; y < splits; ++y) {
+      float4 v[kChunk];
+#pragma unroll
+      for (int c = 0; c < kChunk; ++c) {
+        const int64_t m = tok0 + 8 * ((o0 + c) >> 1) + ((o0 + c) & 1);
+        v[c] = m < M ? __ldcg(reinterpret_cast<const float4*>(partial + (int64_t(y) * M + m) * N + n0))
+                     : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int c = 0; c < kChunk; ++c) {
+        total[c].x += v[c].x;
+        total[c].y += v[c].y;
+        total[c].z += v[c].z;
+        total[c].w += v[c].w;
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < kChunk; ++c) {
+      const int64_t m = tok0 + 8 * ((o0 + c) >> 1) + ((o0 + c) & 1);
+      if (m < M) *reinterpret_cast<uint2*>(out + m * N + n0) = Decode<T>::pack4(total[c]);
+    }
+  }
+}
+
 template <typename T, int BT, int CTAS>
 __global__ void __launch_bounds__(kThreads, CTAS) wgmma_kernel(GemvArgs a) {
   using D = Decode<T>;
@@ -338,17 +379,25 @@ __global__ void __launch_bounds__(kThreads, CTAS) wgmma_kernel(GemvArgs a) {
   if (!last_flag) return;
   __threadfence();
   // The last block of the tile adds the splits in split order (its own included): deterministic.
-  for_each_output([&](int64_t m, float4) {
-    float4 total = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int y = 0; y < int(gridDim.y); ++y) {
-      const float4 p = __ldcg(reinterpret_cast<const float4*>(a.partial + (int64_t(y) * M + m) * N + n0));
-      total.x += p.x;
-      total.y += p.y;
-      total.z += p.z;
-      total.w += p.w;
-    }
-    store(m, total);
-  });
+  if constexpr (BT <= 64) {
+    if (n0 < N) add_splits<T, BT>(a.partial, a.out, M, N, tok0, n0, static_cast<int>(gridDim.y));
+  } else {
+    // Output by output at 128 tokens: with add_splits in it, this instantiation's main loop compiled
+    // differently and ran 2-4% slower on the launches without splits, which are most of its
+    // (8192x28672 at m = 1024: 820-825 against 804-806 us, at m = 256 226-232 against 220-222;
+    // benchmarks/results/2026-11-23_h100_s12_split-sum-kinds_ab.txt).
+    for_each_output([&](int64_t m, float4) {
+      float4 total = make_float4(0.f, 0.f, 0.f, 0.f);
+      for (int y = 0; y < int(gridDim.y); ++y) {
+        const float4 p = __ldcg(reinterpret_cast<const float4*>(a.partial + (int64_t(y) * M + m) * N + n0));
+        total.x += p.x;
+        total.y += p.y;
+        total.z += p.z;
+        total.w += p.w;
+      }
+      store(m, total);
+    });
+  }
   if (tid == 0) a.counters[blockIdx.x] = 0;  // ready for the next call
 }
 
