@@ -145,16 +145,16 @@ __global__ void __launch_bounds__(gather::kThreads) stage_x_perm_kernel(const __
   if (e < num_stages * (kStageK / 8)) stage_chunk<BT>(xs, n, e / (kStageK / 8), e % (kStageK / 8), v, num_stages);
 }
 
-// The split-K sum of a thread's outputs, features n0..n0+3 of tokens tok0 + 8j + e (j < BT / 8, e < 2),
-// from partial [splits, M, N] into out (T bits), in split order. Up to 16 outputs' partials of a split are loaded
-// together, so that a split costs one L2 latency per 16 outputs; output by output, a block of 64 tokens
-// (16 outputs a thread) waited out 16 chains of loads in a row (8192x8192 at m = 64: 30.9-31.9
-// against 36.1-36.5 us, 4096x11008 at m = 64: 24.2-24.5 against 29.8-31.0;
+// The split-K sum of a thread's outputs, features n0..n0+3 of tokens tok0 + 8j + e (j < BT / 8,
+// e < 2), from partial [splits, M, N] into out (T bits), in split order. Up to 16 outputs' partials of
+// a split are loaded together, so that a split costs one L2 latency per 16 outputs; output by output,
+// a block of 64 tokens (16 outputs a thread) waited out 16 chains of loads in a row (8192x8192 at
+// m = 64: 30.9-31.9 against 36.1-36.5 us, 4096x11008 at m = 64: 24.2-24.5 against 29.8-31.0;
 // benchmarks/results/2026-11-23_h100_s12_split-sum-noinline_ab.txt). Not inlined: inlined, it changed
 // the code of the kernel's main loop more (..._s12_split-sum-inline_ab.txt).
 template <typename T, int BT>
-__device__ __noinline__ void add_splits(const float* __restrict__ partial, __half* __restrict__ out, int64_t M, int64_t N,
-                                        int64_t tok0, int64_t n0, int splits) {
+__device__ __noinline__ void add_splits(const float* __restrict__ partial, __half* __restrict__ out, int64_t M,
+                                        int64_t N, int64_t tok0, int64_t n0, int splits) {
   constexpr int kOut = BT / 4;  // output o is (j, e) = (o / 2, o % 2)
   constexpr int kChunk = kOut < 16 ? kOut : 16;
 #pragma unroll
