@@ -382,10 +382,10 @@ __global__ void __launch_bounds__(kThreads, CTAS) wgmma_kernel(GemvArgs a) {
   if constexpr (BT <= 64) {
     if (n0 < N) add_splits<T, BT>(a.partial, a.out, M, N, tok0, n0, static_cast<int>(gridDim.y));
   } else {
-    // Output by output at 128 tokens: with add_splits in it, this instantiation's main loop compiled
-    // differently and ran 2-4% slower on the launches without splits, which are most of its
-    // (8192x28672 at m = 1024: 820-825 against 804-806 us, at m = 256 226-232 against 220-222;
-    // benchmarks/results/2026-11-23_h100_s12_split-sum-kinds_ab.txt).
+    // Output by output at 128 tokens, as before: every change tried here changed this instantiation's
+    // main loop too and cost 1-4% on the launches without splits, which are most of its (8192x28672 at
+    // m = 1024 with add_splits: 806-827 against 799-812 us, ..._s12_split-sum-noinline_ab.txt; with
+    // the split code in a separate instantiation: 820-825 against 804-806, ..._s12_split-sum-kinds_ab.txt).
     for_each_output([&](int64_t m, float4) {
       float4 total = make_float4(0.f, 0.f, 0.f, 0.f);
       for (int y = 0; y < int(gridDim.y); ++y) {
