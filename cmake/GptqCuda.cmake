@@ -8,7 +8,10 @@
 #     built only with the kernels;
 #   - a file whose name ends in `_sm90a.cu` uses Hopper-only instructions (wgmma, setmaxnreg) and is
 #     compiled for 90a alone; when one is built, the target gets GPTQ_WITH_SM90A=1. Arch-suffixed code
-#     is not forward compatible, hence its own files.
+#     is not forward compatible, hence its own files;
+#   - family.cmake may also set GPTQ_FAMILY_INCLUDE_DIRS and GPTQ_FAMILY_CUDA_FLAGS (for the family's .cu
+#     files only), GPTQ_FAMILY_DEFINITIONS (added to the target when one of its .cu files is built), or
+#     GPTQ_FAMILY_SKIP (a reason: the family is left out with that message, e.g. a missing dependency).
 # A family left with no architecture is skipped with a message, not an error.
 #
 # Sets GPTQ_KERNEL_FAMILIES (cache, for build_info): "family:arch,arch;family:arch".
@@ -42,8 +45,16 @@ function(gptq_add_kernel_families target kernels_dir)
       continue()
     endif()
     set(GPTQ_FAMILY_MIN_ARCH 80)
+    set(GPTQ_FAMILY_INCLUDE_DIRS "")
+    set(GPTQ_FAMILY_CUDA_FLAGS "")
+    set(GPTQ_FAMILY_DEFINITIONS "")
+    set(GPTQ_FAMILY_SKIP "")
     if(EXISTS "${kernels_dir}/${_family}/family.cmake")
       include("${kernels_dir}/${_family}/family.cmake")
+    endif()
+    if(GPTQ_FAMILY_SKIP)
+      message(STATUS "gptq: not building the ${_family} kernels: ${GPTQ_FAMILY_SKIP}")
+      continue()
     endif()
     set(_archs "")
     foreach(_a IN LISTS GPTQ_CUDA_ARCHS)
@@ -61,22 +72,32 @@ function(gptq_add_kernel_families target kernels_dir)
     target_sources(${target} PRIVATE ${_adapters})
     _gptq_gencode_flags("${_archs}" _family_flags)
     set(_built_archs "${_archs}")
+    set(_built_any FALSE)
     foreach(_src IN LISTS _cu)
       if(_src MATCHES "_sm90a\\.cu$")
         if("90a" IN_LIST _archs)
           _gptq_gencode_flags("90a" _flags)
-          set_source_files_properties("${_src}" PROPERTIES COMPILE_OPTIONS "${_flags}")
+          set_source_files_properties("${_src}" PROPERTIES COMPILE_OPTIONS "${_flags};${GPTQ_FAMILY_CUDA_FLAGS}")
           target_sources(${target} PRIVATE "${_src}")
           # Host code calls what these files define only when they are built.
           target_compile_definitions(${target} PRIVATE GPTQ_WITH_SM90A=1)
+          set(_built_any TRUE)
         else()
           message(STATUS "gptq: skipping ${_src}: 90a is not in GPTQ_CUDA_ARCHS")
+          continue()
         endif()
       else()
-        set_source_files_properties("${_src}" PROPERTIES COMPILE_OPTIONS "${_family_flags}")
+        set_source_files_properties("${_src}" PROPERTIES COMPILE_OPTIONS "${_family_flags};${GPTQ_FAMILY_CUDA_FLAGS}")
         target_sources(${target} PRIVATE "${_src}")
+        set(_built_any TRUE)
+      endif()
+      if(GPTQ_FAMILY_INCLUDE_DIRS)
+        set_property(SOURCE "${_src}" APPEND PROPERTY INCLUDE_DIRECTORIES ${GPTQ_FAMILY_INCLUDE_DIRS})
       endif()
     endforeach()
+    if(_built_any AND GPTQ_FAMILY_DEFINITIONS)
+      target_compile_definitions(${target} PRIVATE ${GPTQ_FAMILY_DEFINITIONS})
+    endif()
     string(REPLACE ";" "," _archs_csv "${_built_archs}")
     list(APPEND _summary "${_family}:${_archs_csv}")
     message(STATUS "gptq: ${_family} kernels for sm_${_archs_csv}")

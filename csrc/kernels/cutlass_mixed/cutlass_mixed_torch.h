@@ -1,0 +1,21 @@
+// Torch adapter of the large-batch Hopper GEMM (cutlass_mixed_launch.h), for the ExLlamaV2-style op's
+// kernel choice (csrc/kernels/exllamav2/exllamav2_torch.cpp).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace gptq::cuda {
+
+// True when the kernel was built (CUTLASS headers found, 90a requested) and x's device is compute
+// capability 9.0, and the layer's shape and groups fit it (cutlass_mixed_supports).
+bool cutlass_mixed_usable(const at::Tensor& x, int64_t K, int64_t N, int64_t group_size);
+
+// out [M, N] = x W^T for fp16 x [M, K] (columns already in the sorted rows' order for act-order) and the
+// checkpoint-layout qweight [K / 8, N], qzeros [G, N / 8], fp16 scales [G, N].
+at::Tensor cutlass_mixed_gemm(const char* op, const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& qzeros,
+                              const at::Tensor& scales, int64_t K, int64_t N, int64_t group_size,
+                              bool zeros_minus_one);
+
+}  // namespace gptq::cuda
