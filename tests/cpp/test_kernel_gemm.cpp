@@ -142,24 +142,26 @@ TEST(GemmCudaExllamav2, SmallBatchRowsMatchFloat64) {
 
 TEST(GemmCudaExllamav2, LargeBatchRowsMatchFloat64) {
   // m = 1024 and 1300 tokens (one and a partial 256-token tile of the CUTLASS GEMM on the H100, which
-  // the op takes at m = 1024..2048 in fp16; elsewhere our GEMMs or dequantize + cuBLAS), K = 1024,
-  // N = 528 (a last 128-feature tile of 16 features), groups of 64, 128 and one group, v1 and v2 zero
-  // points, act-order rows sorted at load; one rounding of y as the tolerance. The memcheck stage of
-  // scripts/gpu-check runs it.
+  // the op takes at m = 1024..2048; elsewhere our GEMMs or dequantize + cuBLAS), K = 1024, N = 528 (a
+  // last 128-feature tile of 16 features), groups of 64, 128 and one group, v1 and v2 zero points,
+  // act-order rows sorted at load, fp16 and bf16; one rounding of y as the tolerance. The memcheck stage
+  // of scripts/gpu-check runs it.
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
-  for (auto format : {gptq::CheckpointFormat::kGptq, gptq::CheckpointFormat::kGptqV2}) {
-    for (int64_t g : {64, 128, -1}) {
-      const bool act_order = g == 128;
-      auto L = make_layer(4, 1024, 528, g, act_order, format, at::kHalf, 23 + g);
-      at::Tensor qs = L.qweight.cuda(), perm;
-      if (act_order) std::tie(qs, perm) = gptq::exllamav2_prepare(qs, L.g_idx.cuda(), 4, g);
-      for (int64_t m : {1024, 1300}) {
-        auto x = at::randn({m, 1024}, at::kFloat).to(at::kHalf);
-        poison_cuda_allocator();
-        auto y = gptq::exllamav2_gemm(x.cuda(), qs, L.qzeros.cuda(), L.scales.cuda(),
-                                      act_order ? c10::optional<at::Tensor>(perm) : c10::nullopt, 4, g, format);
-        EXPECT_LT(rel_error(y, at::matmul(x.to(at::kDouble), L.W.t())), 2e-3)
-            << "g " << g << " m " << m << " format " << gptq::to_string(format);
+  for (auto dtype : {at::kHalf, at::kBFloat16}) {
+    for (auto format : {gptq::CheckpointFormat::kGptq, gptq::CheckpointFormat::kGptqV2}) {
+      for (int64_t g : {64, 128, -1}) {
+        const bool act_order = g == 128;
+        auto L = make_layer(4, 1024, 528, g, act_order, format, dtype, 23 + g);
+        at::Tensor qs = L.qweight.cuda(), perm;
+        if (act_order) std::tie(qs, perm) = gptq::exllamav2_prepare(qs, L.g_idx.cuda(), 4, g);
+        for (int64_t m : {1024, 1300}) {
+          auto x = at::randn({m, 1024}, at::kFloat).to(dtype);
+          poison_cuda_allocator();
+          auto y = gptq::exllamav2_gemm(x.cuda(), qs, L.qzeros.cuda(), L.scales.cuda(),
+                                        act_order ? c10::optional<at::Tensor>(perm) : c10::nullopt, 4, g, format);
+          EXPECT_LT(rel_error(y, at::matmul(x.to(at::kDouble), L.W.t())), dtype == at::kHalf ? 2e-3 : 1e-2)
+              << dtype << " g " << g << " m " << m << " format " << gptq::to_string(format);
+        }
       }
     }
   }

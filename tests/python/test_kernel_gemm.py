@@ -269,8 +269,8 @@ def test_cuda_exllamav2_half2_path_ragged_k_and_narrow_n(m, K, N, group_size):
     L, W = make_layer(4, K, N, group_size, device="cuda", seed=K + N + m)
     x = torch.randn(m, K, device="cuda").half()
     y = run_exllamav2(L, x, False)
-    assert torch.isfinite(y).all()
-    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+    assert y.dtype == dtype and torch.isfinite(y).all()
+    assert rel_error(y, x.double() @ W.t()) < TOL[dtype]
 
 
 @pytest.mark.gpu
@@ -482,8 +482,8 @@ def test_cuda_exllamav2_large_m_ragged_k_and_narrow_n(m, K, N, group_size):
     L, W = make_layer(4, K, N, group_size, device="cuda", seed=K + N + m)
     x = torch.randn(m, K, device="cuda").half()
     y = run_exllamav2(L, x, False)
-    assert torch.isfinite(y).all()
-    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+    assert y.dtype == dtype and torch.isfinite(y).all()
+    assert rel_error(y, x.double() @ W.t()) < TOL[dtype]
 
 
 @pytest.mark.gpu
@@ -776,8 +776,8 @@ def test_cuda_exllamav2_act_order_gather_k_not_a_multiple_of_8(m):
     L, W = make_layer(8, 1028, 256, 128, act_order=True, device="cuda", seed=29 + m)
     x = torch.randn(m, 1028, device="cuda").half()
     y = run_exllamav2(L, x, True)
-    assert torch.isfinite(y).all()
-    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+    assert y.dtype == dtype and torch.isfinite(y).all()
+    assert rel_error(y, x.double() @ W.t()) < TOL[dtype]
 
 
 @pytest.mark.gpu
@@ -814,18 +814,23 @@ def cutlass_gemm_built_and_usable():
 
 
 _CUTLASS_CHECK = """
-# Every fp16 4-bit call from m = 1 takes the CUTLASS GEMM where it fits (GPTQ_EXLLAMAV2_CUTLASS_MIN_M=1):
-# weights w = q s + z' with z' = -z s rounded to fp16 (about 2^-12 |z s| a weight, a normwise error near
-# 4e-4 against the 2e-3 tolerance), fp32 accumulation, fp16 output. Edge sizes: one token, 3 and 17 (a
-# partial 256-token tile), 300 (two tiles); groups 64 (one tile), 128, 256, -1; v1 and v2 zero points;
-# act-order rows sorted at load; 2000-sigma outlier channels. Shapes it refuses (K = 4160, not a multiple
-# of 64; N = 40, not a multiple of 16; groups of 32) fall back to the other kernels and stay correct.
-cases = [(4096, 4096, 128, "gptq", False, 1), (4096, 4096, 64, "gptq_v2", True, 3),
-         (4096, 11008, 256, "gptq", False, 17), (11008, 4096, -1, "gptq", False, 300),
-         (4096, 4352, 128, "gptq", True, 300), (8192, 8192, 64, "gptq", False, 64),
-         (4160, 4352, 128, "gptq", False, 33), (4096, 40, 128, "gptq", False, 17), (4096, 4096, 32, "gptq", True, 17)]
-for K, N, group_size, fmt, act_order, m in cases:
-    check_exllamav2_outliers(K, N, group_size, m, torch.float16, act_order, fmt, seed=K + N + m)
+# Every 4-bit call from m = 1 takes the CUTLASS GEMM where it fits (GPTQ_EXLLAMAV2_CUTLASS_MIN_M=1):
+# weights w = q s + z' with z' = -z s rounded to x's dtype (in fp16 about 2^-12 |z s| a weight, a
+# normwise error near 4e-4 against the 2e-3 tolerance; in bf16 2^-9, near 3e-3 against 1e-2), fp32
+# accumulation, output rounded once. Edge sizes: one token, 3 and 17 (a partial 256-token tile), 300 (two
+# tiles); groups 64 (one tile), 128, 256, -1; v1 and v2 zero points; act-order rows sorted at load;
+# 2000-sigma outlier channels. Shapes it refuses (K = 4160, not a multiple of 64; N = 40, not a multiple
+# of 16; groups of 32) fall back to the other kernels and stay correct.
+f16, bf16 = torch.float16, torch.bfloat16
+cases = [(4096, 4096, 128, "gptq", False, 1, f16), (4096, 4096, 64, "gptq_v2", True, 3, f16),
+         (4096, 11008, 256, "gptq", False, 17, f16), (11008, 4096, -1, "gptq", False, 300, f16),
+         (4096, 4352, 128, "gptq", True, 300, f16), (8192, 8192, 64, "gptq", False, 64, f16),
+         (4160, 4352, 128, "gptq", False, 33, f16), (4096, 40, 128, "gptq", False, 17, f16),
+         (4096, 4096, 32, "gptq", True, 17, f16),
+         (4096, 4096, 128, "gptq", False, 1, bf16), (4096, 4352, 64, "gptq_v2", True, 300, bf16),
+         (11008, 4096, -1, "gptq", False, 17, bf16), (4160, 4352, 128, "gptq", False, 33, bf16)]
+for K, N, group_size, fmt, act_order, m, dtype in cases:
+    check_exllamav2_outliers(K, N, group_size, m, dtype, act_order, fmt, seed=K + N + m)
 print("ok")
 """
 
@@ -836,19 +841,20 @@ def test_cuda_exllamav2_cutlass_gemm_from_one_token():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m", [1024, 1500, 2048])
+@pytest.mark.parametrize("m,dtype", [(1024, torch.float16), (1500, torch.float16), (2048, torch.float16),
+                                     (1024, torch.bfloat16)])
 @pytest.mark.parametrize("K,N", REAL_SHAPES)
-def test_cuda_exllamav2_cutlass_gemm_real_shapes(m, K, N):
-    # In the op's default range (m = 1024..2048) on the H100: the CUTLASS GEMM (asserted through the
+def test_cuda_exllamav2_cutlass_gemm_real_shapes(m, dtype, K, N):
+    # In the op's default range (m = 1024..2048, fp16 and bf16) on the H100: the CUTLASS GEMM (asserted through the
     # profiler's kernel names where the build has it), against float64; 1500 ends in a partial tile.
     # Elsewhere the same calls take the other kernels, with the same tolerance.
-    L, W = make_layer(4, K, N, 128, device="cuda", seed=K + 7 * N + m)
-    x = torch.randn(m, K, device="cuda").half()
+    L, W = make_layer(4, K, N, 128, dtype=dtype, device="cuda", seed=K + 7 * N + m)
+    x = torch.randn(m, K, device="cuda").to(dtype)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         y = run_exllamav2(L, x, False)
         torch.cuda.synchronize()
     names = " ".join(e.key for e in prof.key_averages())
     if cutlass_gemm_built_and_usable():
         assert "convert_kernel" in names and "GemmUniversal" in names, names
-    assert torch.isfinite(y).all()
-    assert rel_error(y, x.double() @ W.t()) < TOL[torch.float16]
+    assert y.dtype == dtype and torch.isfinite(y).all()
+    assert rel_error(y, x.double() @ W.t()) < TOL[dtype]

@@ -1,5 +1,5 @@
 // Torch adapter of the large-batch Hopper GEMM: alignment, output and the per-call workspaces (the
-// weights in CUTLASS's layout, N K / 2 bytes, and z' = -z s, [G, N] fp16) from the caching allocator.
+// weights in CUTLASS's layout, N K / 2 bytes, and z' = -z s, [G, N] in x's dtype) from the caching allocator.
 #include "cutlass_mixed_torch.h"
 
 #include <ATen/ATen.h>
@@ -13,7 +13,7 @@ namespace gptq::cuda {
 
 bool cutlass_mixed_usable(const at::Tensor& x, int64_t K, int64_t N, int64_t group_size) {
 #if defined(GPTQ_WITH_CUTLASS_MIXED)
-  if (!x.is_cuda() || x.scalar_type() != at::kHalf) return false;
+  if (!x.is_cuda() || (x.scalar_type() != at::kHalf && x.scalar_type() != at::kBFloat16)) return false;
   const auto* props = at::cuda::getDeviceProperties(x.device().index());
   return props->major == 9 && props->minor == 0 && cutlass_mixed_supports(x.size(0), K, N, group_size);
 #else
@@ -42,7 +42,8 @@ at::Tensor cutlass_mixed_gemm(const char* op, const at::Tensor& x, const at::Ten
   auto zeros_ws = at::empty({G, N}, x.options());
   at::Tensor gemm_ws;
   CutlassMixedArgs a;
-  const size_t ws_bytes = cutlass_mixed_gemm_workspace_bytes(M, K, N, group_size);
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  const size_t ws_bytes = cutlass_mixed_gemm_workspace_bytes(M, K, N, group_size, bf16);
   if (ws_bytes > 0) {
     gemm_ws = at::empty({static_cast<int64_t>(ws_bytes)}, x.options().dtype(at::kByte));
     a.gemm_ws = gemm_ws.data_ptr();
@@ -54,7 +55,7 @@ at::Tensor cutlass_mixed_gemm(const char* op, const at::Tensor& x, const at::Ten
   a.out = static_cast<uint16_t*>(out.data_ptr());
   a.weights_ws = reinterpret_cast<uint32_t*>(weights_ws.data_ptr<int32_t>());
   a.zeros_ws = static_cast<uint16_t*>(zeros_ws.data_ptr());
-  a.M = M, a.K = K, a.N = N, a.group_size = group_size, a.zeros_minus_one = zeros_minus_one;
+  a.M = M, a.K = K, a.N = N, a.group_size = group_size, a.zeros_minus_one = zeros_minus_one, a.bf16 = bf16;
   const cudaError_t err = launch_cutlass_mixed(a, at::cuda::getCurrentCUDAStream().stream());
   GPTQ_CHECK(err == cudaSuccess, op, "CUTLASS GEMM failed for M = ", M, ", K = ", K, ", N = ", N,
              ", group_size = ", group_size, ": ", cudaGetErrorString(err));

@@ -12,8 +12,8 @@ namespace gptq::cuda {
 // capability 9.0, and the layer's shape and groups fit it (cutlass_mixed_supports).
 bool cutlass_mixed_usable(const at::Tensor& x, int64_t K, int64_t N, int64_t group_size);
 
-// out [M, N] = x W^T for fp16 x [M, K] (columns already in the sorted rows' order for act-order) and the
-// checkpoint-layout qweight [K / 8, N], qzeros [G, N / 8], fp16 scales [G, N].
+// out [M, N] = x W^T for fp16 or bf16 x [M, K] (columns already in the sorted rows' order for act-order) and the
+// checkpoint-layout qweight [K / 8, N], qzeros [G, N / 8], scales [G, N] in x's dtype.
 at::Tensor cutlass_mixed_gemm(const char* op, const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& qzeros,
                               const at::Tensor& scales, int64_t K, int64_t N, int64_t group_size,
                               bool zeros_minus_one);

@@ -1,7 +1,7 @@
 // Torch adapter: the act-order gather (inside the Hopper GEMM's x staging, else a kernel of its own),
 // then the tensor-core GEMV (M = 2..8; bf16 from M = 1), the half2 GEMV (fp16 M = 1), the tensor-core
 // GEMM (M <= 16) or, on Hopper, the warpgroup-MMA GEMM (larger M) where they apply (src/gemv_cuda.cpp
-// runs them), CUTLASS's mixed-input GEMM on Hopper at M = 1024..2048 (fp16), else the AutoGPTQ-style op.
+// runs them), CUTLASS's mixed-input GEMM on Hopper at M = 1024..2048, else the AutoGPTQ-style op.
 #include "exllamav2_torch.h"
 
 #include <ATen/ATen.h>
@@ -67,15 +67,16 @@ int64_t tcgemv_max_m() {
   return env > 0 ? env : 8;
 }
 
-// Rows CUTLASS's mixed-input GEMM (csrc/kernels/cutlass_mixed) takes on Hopper, fp16, in place of our
-// Hopper GEMM (up to 1024 rows) and of dequantize + cuBLAS (above). It converts the weights into its own
-// layout at every call (83 us on 8192x28672, 6 us on 4096x4096), so it pays only for large batches. On
-// the H100 (benchmarks/results/2026-11-23_h100_s13_cutlass-ab_table.txt, the kernel forced on against
-// off, one run each) it wins on all six layers of the issue at m = 1024 and 2048 (8192x28672 at m = 1024:
-// 776.9 against 812.8 us; 28672x8192: 775.3 against 878.3; 11008x4096: 150.9 against 181.3; 4096x4096:
-// 57.2 against 66.9) and loses at m = 512 and below (8192x28672 at m = 256: 270.4 against 226.0), where
-// the conversion is a larger share; at m = 4096 dequantize + cuBLAS ties or wins (11008x4096: 591.2
-// against 621.7 us). GPTQ_EXLLAMAV2_CUTLASS_MIN_M / _MAX_M override them (tuning and tests).
+// Rows CUTLASS's mixed-input GEMM (csrc/kernels/cutlass_mixed) takes on Hopper (fp16 and bf16; the
+// thresholds come from fp16), in place of our Hopper GEMM (up to 1024 rows) and of dequantize + cuBLAS.
+// It converts the weights into its own layout at every call (83 us on 8192x28672, 6 us on 4096x4096),
+// so it pays only for large batches. On the H100 (benchmarks/results/2026-11-23_h100_s13_cutlass-ab_table.txt,
+// the kernel forced on against off, one run each) it wins on all six layers of the issue at m = 1024
+// and 2048 (8192x28672 at m = 1024: 776.9 against 812.8 us; 28672x8192: 775.3 against 878.3;
+// 11008x4096: 150.9 against 181.3; 4096x4096: 57.2 against 66.9) and loses at m = 512 and below
+// (8192x28672 at m = 256: 270.4 against 226.0), where the conversion is a larger share; at m = 4096
+// dequantize + cuBLAS ties or wins (11008x4096: 591.2 against 621.7 us). GPTQ_EXLLAMAV2_CUTLASS_MIN_M /
+// _MAX_M override them (tuning and tests).
 int64_t cutlass_min_m() {
   static const int64_t env = env_rows("GPTQ_EXLLAMAV2_CUTLASS_MIN_M");
   return env > 0 ? env : 1024;
@@ -135,7 +136,7 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   // and bf16); else dequantize + cuBLAS.
   const bool on_hopper = hopper();
 #if defined(GPTQ_WITH_CUTLASS_MIXED)
-  if (fp16_4bit && on_hopper && M >= cutlass_min_m() && M <= cutlass_max_m() &&
+  if ((fp16_4bit || bf16_4bit) && on_hopper && M >= cutlass_min_m() && M <= cutlass_max_m() &&
       cutlass_mixed_usable(x, s.K, s.N, group_size)) {
     return cutlass_mixed_gemm(op, p.defined() ? gather_columns(op, x, p) : x, qweight_sorted, qzeros, scales, s.K,
                               s.N, group_size, checkpoint_format == 1);
