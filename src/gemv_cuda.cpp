@@ -68,6 +68,11 @@ int64_t env_rows(const char* name) {
   return e != nullptr ? std::max<int64_t>(1, std::atoll(e)) : int64_t{0};
 }
 
+at::Tensor aligned16(const at::Tensor& t) {
+  auto c = t.contiguous();
+  return reinterpret_cast<uintptr_t>(c.const_data_ptr()) % 16 == 0 ? c : c.clone();
+}
+
 at::Tensor run_gemv(const char* op, const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& qzeros,
                     const at::Tensor& scales, int64_t K, int64_t N, int64_t group_size, bool zeros_minus_one,
                     const std::function<GemvPlan(const GemvDevice&)>& plan_for, GemvLaunchFn launch,
@@ -77,13 +82,8 @@ at::Tensor run_gemv(const char* op, const at::Tensor& x, const at::Tensor& qweig
   auto out = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return out;
   if (K == 0) return out.zero_();
-  // 16-byte loads of x and qweight, and bulk copies of scale and zero-point rows: a view at an odd
-  // offset is copied once.
-  auto aligned = [](const at::Tensor& t) {
-    auto c = t.contiguous();
-    return reinterpret_cast<uintptr_t>(c.const_data_ptr()) % 16 == 0 ? c : c.clone();
-  };
-  const auto xc = aligned(x), qw = aligned(qweight), sc = aligned(scales), qz = aligned(qzeros);
+  // 16-byte loads of x and qweight, and bulk copies of scale and zero-point rows.
+  const auto xc = aligned16(x), qw = aligned16(qweight), sc = aligned16(scales), qz = aligned16(qzeros);
   const auto* props = at::cuda::getCurrentDeviceProperties();
   GemvDevice dev;
   dev.sm_count = props->multiProcessorCount;
@@ -108,7 +108,7 @@ at::Tensor run_gemv(const char* op, const at::Tensor& x, const at::Tensor& qweig
   args.bf16 = x.scalar_type() == at::kBFloat16;
   args.x = static_cast<const __half*>(xc.const_data_ptr());
   // perm was checked (int32 [K] on x's device) by the op that passes it.
-  const at::Tensor pc = perm.defined() ? aligned(perm) : at::Tensor();
+  const at::Tensor pc = perm.defined() ? aligned16(perm) : at::Tensor();
   if (pc.defined()) args.perm = pc.const_data_ptr<int32_t>();
   args.qweight = reinterpret_cast<const uint32_t*>(qw.const_data_ptr<int32_t>());
   args.qzeros = reinterpret_cast<const uint32_t*>(qz.const_data_ptr<int32_t>());

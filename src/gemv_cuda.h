@@ -15,6 +15,10 @@ namespace gptq::cuda {
 // which kernel takes which M (at least 1); 0 when unset.
 int64_t env_rows(const char* name);
 
+// t contiguous at a 16-byte aligned address (16-byte vector loads, bulk and TMA copies): t itself, or a
+// copy when a view starts at an odd offset.
+at::Tensor aligned16(const at::Tensor& t);
+
 // y [M, N] (fp16) = x [M, K] W^T on the current stream with `launch`, planned by `plan_for(device)`.
 // `perm` (undefined, or act-order's int32 [K] channel order, checked by the caller) is passed to
 // kernels that gather x themselves (GemvArgs::perm); the others take x already gathered. x, perm,

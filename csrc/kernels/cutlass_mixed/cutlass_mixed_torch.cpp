@@ -7,35 +7,23 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "check.h"
+#include "gemv_cuda.h"
 #include "kernels/cutlass_mixed/cutlass_mixed_launch.h"
 
-namespace gptq::cuda {
-
-bool cutlass_mixed_usable(const at::Tensor& x, int64_t K, int64_t N, int64_t group_size) {
+// Built with the kernel only (GPTQ_WITH_CUTLASS_MIXED); the op calls it under the same condition.
 #if defined(GPTQ_WITH_CUTLASS_MIXED)
-  if (!x.is_cuda() || (x.scalar_type() != at::kHalf && x.scalar_type() != at::kBFloat16)) return false;
-  const auto* props = at::cuda::getDeviceProperties(x.device().index());
-  return props->major == 9 && props->minor == 0 && cutlass_mixed_supports(x.size(0), K, N, group_size);
-#else
-  return false;
-#endif
-}
+namespace gptq::cuda {
 
 at::Tensor cutlass_mixed_gemm(const char* op, const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& qzeros,
                               const at::Tensor& scales, int64_t K, int64_t N, int64_t group_size,
                               bool zeros_minus_one) {
-#if defined(GPTQ_WITH_CUTLASS_MIXED)
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t M = x.size(0);
   GPTQ_CHECK(cutlass_mixed_supports(M, K, N, group_size), op, "the CUTLASS GEMM needs K a multiple of 64 (got ", K,
              "), N a multiple of 16 (got ", N, ") and group_size -1 or a multiple of 64 dividing K (got ", group_size,
              ")");
-  // TMA and 16-byte vector accesses: a view at an odd offset is copied once.
-  auto aligned = [](const at::Tensor& t) {
-    auto c = t.contiguous();
-    return reinterpret_cast<uintptr_t>(c.const_data_ptr()) % 16 == 0 ? c : c.clone();
-  };
-  const auto xc = aligned(x), sc = aligned(scales), qw = qweight.contiguous(), qz = qzeros.contiguous();
+  // TMA reads x and the scales.
+  const auto xc = aligned16(x), sc = aligned16(scales), qw = qweight.contiguous(), qz = qzeros.contiguous();
   auto out = at::empty({M, N}, x.options());
   const int64_t G = group_size == -1 ? 1 : K / group_size;
   auto weights_ws = at::empty({N * K / 8}, x.options().dtype(at::kInt));  // caching allocator: 512-byte aligned
@@ -60,10 +48,7 @@ at::Tensor cutlass_mixed_gemm(const char* op, const at::Tensor& x, const at::Ten
   GPTQ_CHECK(err == cudaSuccess, op, "CUTLASS GEMM failed for M = ", M, ", K = ", K, ", N = ", N,
              ", group_size = ", group_size, ": ", cudaGetErrorString(err));
   return out;
-#else
-  GPTQ_CHECK(false, op, "this build has no CUTLASS GEMM (CUTLASS headers were not found, or 90a was not built)");
-  return {};
-#endif
 }
 
 }  // namespace gptq::cuda
+#endif

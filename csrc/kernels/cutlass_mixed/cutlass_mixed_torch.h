@@ -1,5 +1,6 @@
 // Torch adapter of the large-batch Hopper GEMM (cutlass_mixed_launch.h), for the ExLlamaV2-style op's
-// kernel choice (csrc/kernels/exllamav2/exllamav2_torch.cpp).
+// kernel choice (csrc/kernels/exllamav2/exllamav2_torch.cpp). Defined only in builds with the kernel
+// (GPTQ_WITH_CUTLASS_MIXED), on compute capability 9.0 for the shapes cutlass_mixed_supports takes.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -7,10 +8,6 @@
 #include <cstdint>
 
 namespace gptq::cuda {
-
-// True when the kernel was built (CUTLASS headers found, 90a requested) and x's device is compute
-// capability 9.0, and the layer's shape and groups fit it (cutlass_mixed_supports).
-bool cutlass_mixed_usable(const at::Tensor& x, int64_t K, int64_t N, int64_t group_size);
 
 // out [M, N] = x W^T for fp16 or bf16 x [M, K] (columns already in the sorted rows' order for act-order) and the
 // checkpoint-layout qweight [K / 8, N], qzeros [G, N / 8], scales [G, N] in x's dtype.

@@ -13,6 +13,7 @@
 #include "gptq/kernels.h"
 #include "kernels/exllamav2/exllamav2_launch.h"
 #if defined(GPTQ_WITH_CUTLASS_MIXED)
+#include "kernels/cutlass_mixed/cutlass_mixed_launch.h"
 #include "kernels/cutlass_mixed/cutlass_mixed_torch.h"
 #endif
 
@@ -137,7 +138,7 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   const bool on_hopper = hopper();
 #if defined(GPTQ_WITH_CUTLASS_MIXED)
   if ((fp16_4bit || bf16_4bit) && on_hopper && M >= cutlass_min_m() && M <= cutlass_max_m() &&
-      cutlass_mixed_usable(x, s.K, s.N, group_size)) {
+      cutlass_mixed_supports(M, s.K, s.N, group_size)) {
     return cutlass_mixed_gemm(op, p.defined() ? gather_columns(op, x, p) : x, qweight_sorted, qzeros, scales, s.K,
                               s.N, group_size, checkpoint_format == 1);
   }
