@@ -157,6 +157,22 @@ def exllamav2_act_order_index_select_factory(L, x, bits):
 EXTRA = {"exllamav2 act-order index_select": exllamav2_act_order_index_select_factory}
 
 
+def cutlass_factory(L, x, bits):
+    # The "cutlass" backend: the copy in CUTLASS's layout is made once, as at load (outside the timing);
+    # calls from GPTQ_CUTLASS_COPY_MIN_M rows run CUTLASS's GEMM on it, smaller ones exllamav2's kernels.
+    w, z = torch.ops.gptq.cutlass_prepare(L["qweight"], L["qzeros"], L["scales"], bits, 128, 2)
+    return lambda: torch.ops.gptq.cutlass_gemm(x, L["qweight"], L["qzeros"], L["scales"], None, w, z, bits, 128, 2)
+
+
+def cutlass_available():
+    # The op has a CUDA kernel only in builds with CUTLASS's GEMM; that GEMM runs on compute capability 9.0.
+    try:
+        has = torch._C._dispatch_has_kernel_for_dispatch_key("gptq::cutlass_gemm", "CUDA")
+    except RuntimeError:
+        has = False
+    return has and torch.cuda.get_device_capability() == (9, 0)
+
+
 def autogptq_act_order_factory(L, x, bits):
     K = x.shape[1]
     g = L["g_idx"][torch.randperm(K, device="cuda")].contiguous()
@@ -190,6 +206,8 @@ def main():
             # exllamav2 (the auto backend) at every m: GEMV, tensor-core GEMM, Hopper GEMM or
             # dequantize + cuBLAS by m; autogptq above m = 16 is dequantize + cuBLAS.
             kernels = [("autogptq", 4, autogptq_factory), ("exllamav2", 4, exllamav2_factory)]
+            if m >= 64 and cutlass_available():
+                kernels.append(("cutlass", 4, cutlass_factory))
             if (K, N) in ((8192, 28672), (4096, 4096)) and m <= 1024:
                 kernels.append(("exllamav2 bf16", 4, exllamav2_bf16_factory))
                 kernels.append(("exllamav2 act-order", 4, exllamav2_act_order_factory))

@@ -4,6 +4,10 @@
 //   autogptq_gemm(x, qweight, qzeros, scales, g_idx?, bits, group_size, checkpoint_format)
 //   exllamav2_prepare(qweight, g_idx, bits, group_size) -> (qweight_sorted, perm)
 //   exllamav2_gemm(x, qweight_sorted, qzeros, scales, perm?, bits, group_size, checkpoint_format)
+//   cutlass_prepare(qweight_sorted, qzeros, scales, bits, group_size, checkpoint_format) -> (cutlass_weights, cutlass_zeros)
+//   cutlass_gemm(x, qweight_sorted, qzeros, scales, perm?, cutlass_weights, cutlass_zeros, bits, group_size,
+//                checkpoint_format)
+// The cutlass ops (the "cutlass" backend) have CUDA kernels only, in builds with CUTLASS's GEMM on Hopper.
 //
 // On the CPU a GEMM is, for M <= 16, a fused GEMV over column strips (W never materialized), else
 // dequantize + matmul, both in fp32 (the reference semantics every kernel matches).
@@ -152,6 +156,22 @@ at::Tensor exllamav2_gemm_impl(const at::Tensor& x, const at::Tensor& qweight_so
                              static_cast<CheckpointFormat>(checkpoint_format));
 }
 
+std::tuple<at::Tensor, at::Tensor> cutlass_prepare_meta(const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
+                                                        const at::Tensor& scales, int64_t bits, int64_t group_size,
+                                                        int64_t checkpoint_format) {
+  const auto s = check_packed_layer("gptq::cutlass_prepare", qweight_sorted, qzeros, scales, c10::nullopt, bits,
+                                    group_size, checkpoint_format);
+  return {at::empty({s.N * s.K / 8}, qweight_sorted.options()), at::empty({s.groups, s.N}, scales.options())};
+}
+
+at::Tensor cutlass_gemm_meta(const at::Tensor& x, const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
+                             const at::Tensor& scales, const c10::optional<at::Tensor>& perm, const at::Tensor&,
+                             const at::Tensor&, int64_t bits, int64_t group_size, int64_t checkpoint_format) {
+  const auto s = check_gemm_args("gptq::cutlass_gemm", x, qweight_sorted, qzeros, scales, c10::nullopt, bits,
+                                 group_size, checkpoint_format);
+  return at::empty({x.size(0), s.N}, x.options());
+}
+
 template <typename Sig>
 c10::TypedOperatorHandle<Sig> op_handle(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
@@ -185,6 +205,25 @@ at::Tensor exllamav2_gemm(const at::Tensor& x, const at::Tensor& qweight_sorted,
   return op.call(x, qweight_sorted, qzeros, scales, perm, bits, group_size, static_cast<int64_t>(format));
 }
 
+std::tuple<at::Tensor, at::Tensor> cutlass_prepare(const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
+                                                   const at::Tensor& scales, int64_t bits, int64_t group_size,
+                                                   CheckpointFormat format) {
+  static auto op = detail::op_handle<std::tuple<at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t)>("gptq::cutlass_prepare");
+  return op.call(qweight_sorted, qzeros, scales, bits, group_size, static_cast<int64_t>(format));
+}
+
+at::Tensor cutlass_gemm(const at::Tensor& x, const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
+                        const at::Tensor& scales, const c10::optional<at::Tensor>& perm,
+                        const at::Tensor& cutlass_weights, const at::Tensor& cutlass_zeros, int64_t bits,
+                        int64_t group_size, CheckpointFormat format) {
+  static auto op = detail::op_handle<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                const at::Tensor&, const c10::optional<at::Tensor>&, const at::Tensor&,
+                                                const at::Tensor&, int64_t, int64_t, int64_t)>("gptq::cutlass_gemm");
+  return op.call(x, qweight_sorted, qzeros, scales, perm, cutlass_weights, cutlass_zeros, bits, group_size,
+                 static_cast<int64_t>(format));
+}
+
 }  // namespace gptq
 
 TORCH_LIBRARY_FRAGMENT(gptq, m) {
@@ -195,10 +234,20 @@ TORCH_LIBRARY_FRAGMENT(gptq, m) {
   m.def(
       "exllamav2_gemm(Tensor x, Tensor qweight_sorted, Tensor qzeros, Tensor scales, Tensor? perm, int bits, "
       "int group_size, int checkpoint_format) -> Tensor");
+  m.def(
+      "cutlass_prepare(Tensor qweight_sorted, Tensor qzeros, Tensor scales, int bits, int group_size, "
+      "int checkpoint_format) -> (Tensor, Tensor)");
+  m.def(
+      "cutlass_gemm(Tensor x, Tensor qweight_sorted, Tensor qzeros, Tensor scales, Tensor? perm, "
+      "Tensor cutlass_weights, Tensor cutlass_zeros, int bits, int group_size, int checkpoint_format) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(gptq, CPU, m) { m.impl("autogptq_gemm", &gptq::detail::autogptq_gemm_cpu); }
-TORCH_LIBRARY_IMPL(gptq, Meta, m) { m.impl("autogptq_gemm", &gptq::detail::autogptq_gemm_meta); }
+TORCH_LIBRARY_IMPL(gptq, Meta, m) {
+  m.impl("autogptq_gemm", &gptq::detail::autogptq_gemm_meta);
+  m.impl("cutlass_prepare", &gptq::detail::cutlass_prepare_meta);
+  m.impl("cutlass_gemm", &gptq::detail::cutlass_gemm_meta);
+}
 TORCH_LIBRARY_IMPL(gptq, CompositeExplicitAutograd, m) {
   m.impl("exllamav2_prepare", &gptq::detail::exllamav2_prepare_impl);
   m.impl("exllamav2_gemm", &gptq::detail::exllamav2_gemm_impl);

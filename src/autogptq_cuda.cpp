@@ -8,4 +8,8 @@
 TORCH_LIBRARY_IMPL(gptq, CUDA, m) {
   m.impl("autogptq_gemm", &gptq::cuda::autogptq_gemm_cuda);
   m.impl("exllamav2_gemm", &gptq::cuda::exllamav2_gemm_cuda);
+#if defined(GPTQ_WITH_CUTLASS_MIXED)
+  m.impl("cutlass_prepare", &gptq::cuda::cutlass_prepare_cuda);
+  m.impl("cutlass_gemm", &gptq::cuda::cutlass_gemm_cuda);
+#endif
 }

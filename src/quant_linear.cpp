@@ -8,6 +8,9 @@
 #include "check.h"
 #include "format_internal.h"
 #include "gptq/kernels.h"
+#if defined(GPTQ_WITH_CUDA)
+#include <ATen/cuda/CUDAContext.h>
+#endif
 
 namespace gptq {
 
@@ -17,6 +20,7 @@ std::string to_string(QuantKernel kernel) {
     case QuantKernel::kTorch: return "torch";
     case QuantKernel::kAutogptq: return "autogptq";
     case QuantKernel::kExllamav2: return "exllamav2";
+    case QuantKernel::kCutlass: return "cutlass";
   }
   return "unknown";
 }
@@ -26,7 +30,8 @@ QuantKernel parse_quant_kernel(const std::string& name) {
   if (name == "torch" || name == "cpu" || name == "pytorch") return QuantKernel::kTorch;
   if (name == "autogptq" || name == "cuda" || name == "cuda-old" || name == "triton") return QuantKernel::kAutogptq;
   if (name == "exllamav2" || name == "exllama") return QuantKernel::kExllamav2;
-  TORCH_CHECK(false, "gptq::QuantLinear: kernel must be one of {auto, torch, autogptq, exllamav2} or an AutoGPTQ "
+  if (name == "cutlass") return QuantKernel::kCutlass;
+  TORCH_CHECK(false, "gptq::QuantLinear: kernel must be one of {auto, torch, autogptq, exllamav2, cutlass} or an AutoGPTQ "
               "name {cpu, cuda, cuda-old, triton, exllama}, got \"", name, "\"");
 }
 
@@ -79,10 +84,14 @@ QuantLinear::QuantLinear(at::Tensor qweight, at::Tensor qzeros, at::Tensor scale
   }
   kernel_ = kernel;
   kernel_qweight_ = qweight_;
-  if (kernel_ == QuantKernel::kExllamav2 && act_order_) {
+  if ((kernel_ == QuantKernel::kExllamav2 || kernel_ == QuantKernel::kCutlass) && act_order_) {
     auto [sorted, perm] = exllamav2_prepare(qweight_, g_idx_, bits_, group_size_);
     kernel_qweight_ = sorted;
     kernel_g_idx_ = perm;
+  }
+  if (kernel_ == QuantKernel::kCutlass) {
+    std::tie(cutlass_weights_, cutlass_zeros_) =
+        cutlass_prepare(kernel_qweight_, qzeros_, scales_, bits_, group_size_, format_);
   } else if (kernel_ == QuantKernel::kAutogptq && act_order_) {
     kernel_g_idx_ = g_idx_;
   }
@@ -96,7 +105,23 @@ std::string QuantLinear::unsupported_reason(QuantKernel kernel) const {
   if (!has_cuda_kernel("gptq::autogptq_gemm")) return "this build of gptq has no CUDA kernels";
   if (scales_.scalar_type() != at::kHalf && scales_.scalar_type() != at::kBFloat16)
     return std::string("takes float16 or bfloat16 scales, the layer has ") + c10::toString(scales_.scalar_type());
-  if (kernel == QuantKernel::kExllamav2 && act_order_) {
+  if (kernel == QuantKernel::kCutlass) {
+    if (!has_cuda_kernel("gptq::cutlass_gemm")) return "this build of gptq has no CUTLASS GEMM (built without its headers)";
+#if defined(GPTQ_WITH_CUDA)  // has_cuda_kernel is false in other builds
+    const auto* props = at::cuda::getDeviceProperties(qweight_.device().index());
+    if (props->major != 9 || props->minor != 0)
+      return "needs compute capability 9.0 (CUTLASS's Hopper GEMM), the GPU is sm_" + std::to_string(props->major) +
+             std::to_string(props->minor);
+#endif
+    if (bits_ != 4) return "takes 4-bit weights, the layer has " + std::to_string(bits_);
+    if (in_features_ % 64 != 0 || out_features_ % 16 != 0)
+      return "needs in_features a multiple of 64 and out_features of 16, the layer has " +
+             std::to_string(in_features_) + " x " + std::to_string(out_features_);
+    if (group_size_ != -1 && (group_size_ % 64 != 0 || in_features_ % group_size_ != 0))
+      return "needs group_size -1 or a multiple of 64 dividing in_features, the layer has " +
+             std::to_string(group_size_);
+  }
+  if ((kernel == QuantKernel::kExllamav2 || kernel == QuantKernel::kCutlass) && act_order_) {
     auto sorted = std::get<0>(at::sort(g_idx_.to(at::kLong)));
     auto expected = contiguous_groups(in_features_, group_size_, qweight_.options()).to(at::kLong);
     if (!at::equal(sorted, expected))
@@ -126,6 +151,13 @@ at::Tensor QuantLinear::forward(const at::Tensor& x) const {
       if (kernel_g_idx_.defined()) perm = kernel_g_idx_;
       y = exllamav2_gemm(x2.to(scales_.scalar_type()), kernel_qweight_, qzeros_, scales_, perm, bits_, group_size_,
                          format_);
+      break;
+    }
+    case QuantKernel::kCutlass: {
+      c10::optional<at::Tensor> perm;
+      if (kernel_g_idx_.defined()) perm = kernel_g_idx_;
+      y = cutlass_gemm(x2.to(scales_.scalar_type()), kernel_qweight_, qzeros_, scales_, perm, cutlass_weights_,
+                       cutlass_zeros_, bits_, group_size_, format_);
       break;
     }
     case QuantKernel::kAutogptq: {

@@ -38,4 +38,21 @@ at::Tensor exllamav2_gemm(const at::Tensor& x, const at::Tensor& qweight_sorted,
                           const at::Tensor& scales, const c10::optional<at::Tensor>& perm, int64_t bits,
                           int64_t group_size, CheckpointFormat format);
 
+// The "cutlass" backend (QuantKernel::kCutlass): a second copy of a 4-bit layer's weights in the layout of
+// CUTLASS's Hopper mixed-input GEMM, made once at load, for large batches. It costs N K / 2 bytes more
+// (as much again as qweight) and saves converting the weights at every call, which the ExLlamaV2-style op
+// does from 1024 rows. CUDA only, in builds with CUTLASS's GEMM, on compute capability 9.0; 4 bits, fp16 or
+// bf16 scales, K a multiple of 64, N of 16, group_size -1 or a multiple of 64 dividing K.
+// cutlass_prepare returns (cutlass_weights int32 [N K / 8], cutlass_zeros -z s [G, N] in the scales' dtype)
+// for exllamav2_prepare's rows. Op: gptq::cutlass_prepare.
+std::tuple<at::Tensor, at::Tensor> cutlass_prepare(const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
+                                                   const at::Tensor& scales, int64_t bits, int64_t group_size,
+                                                   CheckpointFormat format);
+// exllamav2_gemm, except that from 256 rows (GPTQ_CUTLASS_COPY_MIN_M) it runs CUTLASS's GEMM on the copy.
+// Op: gptq::cutlass_gemm.
+at::Tensor cutlass_gemm(const at::Tensor& x, const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
+                        const at::Tensor& scales, const c10::optional<at::Tensor>& perm,
+                        const at::Tensor& cutlass_weights, const at::Tensor& cutlass_zeros, int64_t bits,
+                        int64_t group_size, CheckpointFormat format);
+
 }  // namespace gptq

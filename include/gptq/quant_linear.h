@@ -23,10 +23,12 @@ enum class QuantKernel {
   kTorch,      // dequantize + matmul (any device; the CPU path)
   kAutogptq,   // CUDA: checkpoint layout as stored, any g_idx (gptq::autogptq_gemm)
   kExllamav2,  // CUDA: rows sorted by g_idx at load (gptq::exllamav2_gemm)
+  kCutlass,    // Hopper, 4 bits: kExllamav2 plus a second copy of the weights in CUTLASS's layout for large
+               // batches (gptq::cutlass_gemm); never chosen by kAuto, since it doubles the weights' memory
 };
 
 std::string to_string(QuantKernel kernel);
-// "auto", "torch", "autogptq", "exllamav2" and AutoGPTQ's names "cuda", "cuda-old", "exllama",
+// "auto", "torch", "autogptq", "exllamav2", "cutlass" and AutoGPTQ's names "cuda", "cuda-old", "exllama",
 // "exllamav2", "triton"; anything else is an error naming the value.
 QuantKernel parse_quant_kernel(const std::string& name);
 
@@ -53,6 +55,7 @@ class QuantLinear {
  private:
   at::Tensor qweight_, qzeros_, scales_, g_idx_, bias_;
   at::Tensor kernel_qweight_, kernel_g_idx_;  // what the chosen kernel reads (repacked or as stored)
+  at::Tensor cutlass_weights_, cutlass_zeros_;  // kCutlass: the copy in CUTLASS's layout
   int64_t bits_, group_size_, in_features_, out_features_;
   CheckpointFormat format_;
   bool act_order_;

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include <memory>
+
 #include "gptq/gptq.h"
 #include "reference.h"
 
@@ -53,6 +55,8 @@ TEST(QuantLinear, ExplicitCudaKernelOnCpuIsRefusedWithReason) {
     EXPECT_NE(what.find("kernel \"exllamav2\" cannot run"), std::string::npos) << what;
     EXPECT_NE(what.find("needs a CUDA device"), std::string::npos) << what;
   }
+  EXPECT_EQ(gptq::parse_quant_kernel("cutlass"), gptq::QuantKernel::kCutlass);
+  EXPECT_EQ(gptq::to_string(gptq::QuantKernel::kCutlass), "cutlass");
   EXPECT_THROW(gptq::parse_quant_kernel("no-such-kernel"), c10::Error);
 }
 
@@ -66,6 +70,35 @@ TEST(QuantLinearCuda, AutoChoosesExllamav2AndMatchesFloat64) {
     for (int64_t m : {1, 3, 17}) {
       auto x = at::randn({m, 512}, at::kFloat).to(at::kHalf);
       auto y = layer.forward(x.cuda());
+      auto ref = at::matmul(x.to(at::kDouble), p.W.t()) + p.bias.to(at::kDouble);
+      EXPECT_LT(rel_error(y, ref), 2e-3) << "act_order " << act_order << " m " << m;
+    }
+  }
+}
+
+// The cutlass kernel: exllamav2 below 256 rows, CUTLASS's GEMM on the copy made at construction from 256
+// (m = 300 is one of those calls); where the GPU or build has no such GEMM, the constructor refuses it with
+// the reason.
+TEST(QuantLinearCuda, CutlassMatchesFloat64OrIsRefusedWithReason) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  for (bool act_order : {false, true}) {
+    auto p = make(4, 1024, 512, 128, act_order, at::kHalf);
+    std::unique_ptr<gptq::QuantLinear> layer;
+    try {
+      layer = std::make_unique<gptq::QuantLinear>(p.qweight.cuda(), p.qzeros.cuda(), p.scales.cuda(), p.g_idx.cuda(),
+                                                  p.bias.cuda(), 4, 128, gptq::CheckpointFormat::kGptq,
+                                                  gptq::QuantKernel::kCutlass);
+    } catch (const c10::Error& e) {
+      const std::string what = e.what();
+      EXPECT_TRUE(what.find("compute capability 9.0") != std::string::npos ||
+                  what.find("no CUTLASS GEMM") != std::string::npos)
+          << what;
+      GTEST_SKIP() << "refused here: " << what;
+    }
+    EXPECT_EQ(layer->kernel(), gptq::QuantKernel::kCutlass);
+    for (int64_t m : {1, 300}) {
+      auto x = at::randn({m, 1024}, at::kFloat).to(at::kHalf);
+      auto y = layer->forward(x.cuda());
       auto ref = at::matmul(x.to(at::kDouble), p.W.t()) + p.bias.to(at::kDouble);
       EXPECT_LT(rel_error(y, ref), 2e-3) << "act_order " << act_order << " m " << m;
     }

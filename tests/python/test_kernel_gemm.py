@@ -858,3 +858,93 @@ def test_cuda_exllamav2_cutlass_gemm_real_shapes(m, dtype, K, N):
         assert "convert_kernel" in names and "GemmUniversal" in names, names
     assert y.dtype == dtype and torch.isfinite(y).all()
     assert rel_error(y, x.double() @ W.t()) < TOL[dtype]
+
+
+# ---- the "cutlass" backend's ops: CUTLASS's GEMM on a copy of the weights converted once ------------------
+def run_cutlass_copy(L, x, act_order):
+    """gptq::cutlass_prepare at "load", then gptq::cutlass_gemm on the copy (outputs poisoned first)."""
+    if act_order:
+        qs, perm = torch.ops.gptq.exllamav2_prepare(L["qweight"], L["g_idx"], L["bits"], L["group_size"])
+    else:
+        qs, perm = L["qweight"], None
+    w, z = torch.ops.gptq.cutlass_prepare(qs, L["qzeros"], L["scales"], L["bits"], L["group_size"], L["fmt"])
+    poison_cuda_allocator()
+    return torch.ops.gptq.cutlass_gemm(x, qs, L["qzeros"], L["scales"], perm, w, z, L["bits"], L["group_size"], L["fmt"])
+
+
+_CUTLASS_COPY_CHECK = """
+from test_kernel_gemm import run_cutlass_copy
+# Every call from m = 1 takes CUTLASS's GEMM on the copy (GPTQ_CUTLASS_COPY_MIN_M=1). The copy holds the
+# same numbers as the per-call conversion (z' = -z s rounded once to x's dtype: about 4e-4 normwise in
+# fp16 against the 2e-3 tolerance, 3e-3 in bf16 against 1e-2). Edge sizes m = 1, 3, 17 (partial
+# 256-token tiles), 300 (two tiles); groups 64, 128, 256, -1; v1 and v2 zero points; act-order; outliers
+# of 2000 sigma every 97th channel.
+f16, bf16 = torch.float16, torch.bfloat16
+cases = [(4096, 4096, 128, "gptq", False, 1, f16), (4096, 4096, 64, "gptq_v2", True, 3, f16),
+         (4096, 11008, 256, "gptq", False, 17, f16), (11008, 4096, -1, "gptq", False, 300, f16),
+         (4096, 4352, 128, "gptq", True, 300, f16), (8192, 8192, 64, "gptq", False, 64, f16),
+         (4096, 4096, 128, "gptq", False, 1, bf16), (4096, 4352, 64, "gptq_v2", True, 300, bf16),
+         (11008, 4096, -1, "gptq", False, 17, bf16)]
+for K, N, g, fmt, act_order, m, dtype in cases:
+    L, W = make_layer(4, K, N, g, act_order=act_order, fmt=fmt, dtype=dtype, device="cuda", seed=K + N + m)
+    x = torch.randn(m, K, device="cuda")
+    x[:, ::97] *= 2000
+    x = x.to(dtype)
+    y = run_cutlass_copy(L, x, act_order)
+    err = rel_error(y, x.double() @ W.t())
+    assert y.dtype == dtype and torch.isfinite(y).all() and err < TOL[dtype], (K, N, g, fmt, act_order, m, dtype, err)
+print("ok")
+"""
+
+
+def cutlass_copy_usable():
+    return torch.cuda.is_available() and cutlass_gemm_built_and_usable()
+
+
+@pytest.mark.gpu
+def test_cuda_cutlass_copy_gemm_from_one_token():
+    if not cutlass_copy_usable():
+        pytest.skip("gptq::cutlass_gemm needs compute capability 9.0 and a build with the CUTLASS headers")
+    run_in_subprocess(_CUTLASS_COPY_CHECK, {"GPTQ_CUTLASS_COPY_MIN_M": "1"})
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m,dtype,K,N", [(m, d, K, N) for m, d in [(255, torch.float16), (256, torch.float16),
+                                                                    (1024, torch.float16), (1024, torch.bfloat16)]
+                                         for K, N in REAL_SHAPES] + [(4096, torch.float16, 4096, 4096)])
+def test_cuda_cutlass_copy_gemm_real_shapes(m, dtype, K, N):
+    # At the default threshold: m = 255 runs the exllamav2 kernels, from 256 CUTLASS's GEMM alone (no
+    # conversion kernel in the call, asserted through the profiler), against float64 (m = 4096 on the
+    # smallest layer only: the float64 reference of the large ones takes tens of seconds).
+    if not cutlass_copy_usable():
+        pytest.skip("gptq::cutlass_gemm needs compute capability 9.0 and a build with the CUTLASS headers")
+    L, W = make_layer(4, K, N, 128, dtype=dtype, device="cuda", seed=K + 5 * N + m)
+    x = torch.randn(m, K, device="cuda").to(dtype)
+    w, z = torch.ops.gptq.cutlass_prepare(L["qweight"], L["qzeros"], L["scales"], 4, 128, L["fmt"])
+    torch.cuda.synchronize()
+    poison_cuda_allocator()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        y = torch.ops.gptq.cutlass_gemm(x, L["qweight"], L["qzeros"], L["scales"], None, w, z, 4, 128, L["fmt"])
+        torch.cuda.synchronize()
+    names = " ".join(e.key for e in prof.key_averages())
+    assert "convert_kernel" not in names, names
+    assert ("GemmUniversal" in names) == (m >= 256), names
+    assert y.dtype == dtype and torch.isfinite(y).all()
+    assert rel_error(y, x.double() @ W.t()) < TOL[dtype]
+
+
+@pytest.mark.gpu
+def test_cuda_cutlass_copy_ops_name_the_bad_argument():
+    if not cutlass_copy_usable():
+        pytest.skip("gptq::cutlass_gemm needs compute capability 9.0 and a build with the CUTLASS headers")
+    L, _ = make_layer(4, 1024, 512, 128, device="cuda", seed=3)
+    args = (L["qweight"], L["qzeros"], L["scales"])
+    w, z = torch.ops.gptq.cutlass_prepare(*args, 4, 128, L["fmt"])
+    x = torch.randn(300, 1024, device="cuda").half()
+    with pytest.raises(RuntimeError, match=r"gptq::cutlass_gemm.*cutlass_weights must be int32 \[N K / 8\] = \[65536\]"):
+        torch.ops.gptq.cutlass_gemm(x, *args, None, w[:-8], z, 4, 128, L["fmt"])
+    with pytest.raises(RuntimeError, match=r"gptq::cutlass_gemm.*cutlass_zeros must be Half \[G, N\] = \[8, 512\]"):
+        torch.ops.gptq.cutlass_gemm(x, *args, None, w, z.bfloat16(), 4, 128, L["fmt"])
+    L3, _ = make_layer(4, 1024, 520, 128, device="cuda", seed=3)
+    with pytest.raises(RuntimeError, match=r"gptq::cutlass_prepare.*N a multiple of 16 \(got 520\)"):
+        torch.ops.gptq.cutlass_prepare(L3["qweight"], L3["qzeros"], L3["scales"], 4, 128, L3["fmt"])

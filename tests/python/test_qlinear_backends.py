@@ -44,7 +44,7 @@ def test_auto_on_cpu_is_autogptq_trainable_is_torch_and_cuda_only_names_are_refu
     for name in ("autogptq", "cuda", "torch"):
         layer.post_init(backend=name)
         assert layer.backend.name == ALIASES.get(name, name)
-    for name in ("exllamav2", "exllama"):
+    for name in ("exllamav2", "exllama", "cutlass"):
         with pytest.raises(ValueError, match=f"backend '{ALIASES.get(name, name)}' cannot run on cpu: needs a CUDA device"):
             layer.post_init(backend=name)
 
@@ -96,7 +96,88 @@ def test_auto_order_is_exllamav2_autogptq_torch_and_never_marlin():
 
     layer, _, _ = random_layer(4, 128, 32, 32)
     names = [b.name for b in _auto_order(layer)]
-    assert names[:3] == ["exllamav2", "autogptq", "torch"] and "marlin" not in names
+    # cutlass keeps a second copy of the weights: by name only, like marlin's layout.
+    assert names[:3] == ["exllamav2", "autogptq", "torch"] and "marlin" not in names and "cutlass" not in names
+
+
+def test_cutlass_ops_have_meta_shapes():
+    # torch.compile traces the cutlass backend's ops through their Meta implementations (no GPU needed).
+    K, N, G, m = 4096, 11008, 32, 300
+    dev = "meta"
+    qw = torch.empty(K // 8, N, dtype=torch.int32, device=dev)
+    qz = torch.empty(G, N // 8, dtype=torch.int32, device=dev)
+    sc = torch.empty(G, N, dtype=torch.bfloat16, device=dev)
+    w, z = torch.ops.gptq.cutlass_prepare(qw, qz, sc, 4, 128, 1)
+    assert w.shape == (N * K // 8,) and w.dtype == torch.int32 and z.shape == (G, N) and z.dtype == torch.bfloat16
+    x = torch.empty(m, K, dtype=torch.bfloat16, device=dev)
+    y = torch.ops.gptq.cutlass_gemm(x, qw, qz, sc, None, w, z, 4, 128, 1)
+    assert y.shape == (m, N) and y.dtype == torch.bfloat16
+
+
+def cutlass_usable():
+    from gptq.nn.backends import BACKENDS
+
+    layer, _, _ = random_layer(4, 128, 32, 64)
+    return BACKENDS["cutlass"].unsupported_reason(layer.cuda(), torch.device("cuda")) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("act_order", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_cutlass_backend_matches_float64(act_order, dtype):
+    # Below 256 rows the exllamav2 kernels, from 256 CUTLASS's GEMM on the copy made at load (1 and 300
+    # are real calls of each). The copy stays out of the state dict, which keeps the checkpoint layout.
+    if not cutlass_usable():
+        pytest.skip("the cutlass backend needs compute capability 9.0 and a build with the CUTLASS headers")
+    layer, W, b = random_layer(4, 1024, 512, 128, act_order=act_order, dtype=dtype, seed=11)
+    layer = layer.cuda()
+    layer.post_init(backend="cutlass")
+    assert layer.backend.name == "cutlass"
+    assert layer._cutlass_weights.numel() == 1024 * 512 // 8 and layer._cutlass_zeros.dtype == dtype
+    assert not any(k.startswith("_cutlass") for k in layer.state_dict())
+    tol = 2e-3 if dtype == torch.float16 else 1e-2
+    for m in (1, 300):
+        x = torch.randn(m, 1024).to(dtype)
+        y = layer(x.cuda())
+        assert y.dtype == dtype and rel_error(y, x.double() @ W.t() + b.double()) < tol, (m, dtype, act_order)
+
+
+@pytest.mark.gpu
+def test_cuda_cutlass_backend_refuses_what_its_gemm_cannot_run():
+    if not cutlass_usable():
+        pytest.skip("the cutlass backend needs compute capability 9.0 and a build with the CUTLASS headers")
+    cases = [((3, 1024, 512, 128), "takes 4-bit weights, the layer has 3"),
+             ((4, 1024, 520, 128), "out_features of 16, the layer has 1024 x 520"),
+             ((4, 1024, 512, 32), "group_size -1 or a multiple of 64 dividing in_features, the layer has 32")]
+    for (bits, K, N, g), why in cases:
+        layer = random_layer(bits, K, N, g)[0].cuda()
+        with pytest.raises(ValueError, match=f"backend 'cutlass' cannot run on cuda:0: {why}"):
+            layer.post_init(backend="cutlass")
+
+
+@pytest.mark.gpu
+def test_cuda_cutlass_backend_compiles_fullgraph_and_captures():
+    if not cutlass_usable():
+        pytest.skip("the cutlass backend needs compute capability 9.0 and a build with the CUTLASS headers")
+    layers = [random_layer(4, 512, 1024, 128, act_order=True, seed=1)[0], nn.SiLU(),
+              random_layer(4, 1024, 512, 128, seed=2)[0]]
+    model = nn.Sequential(*layers).cuda()
+    post_init_model(model, backend="cutlass")
+    x = torch.randn(300, 512, device="cuda").half()
+    eager = model(x)
+    compiled = torch.compile(model, fullgraph=True)
+    assert rel_error(compiled(x), eager) < 2e-3
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        model(x)
+    torch.cuda.current_stream().wait_stream(s)
+    with torch.cuda.graph(g):
+        y = model(x)
+    x.copy_(torch.randn_like(x))
+    g.replay()
+    torch.testing.assert_close(y, model(x), rtol=0, atol=0)
 
 
 def small_model():

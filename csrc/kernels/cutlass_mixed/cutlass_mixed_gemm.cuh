@@ -204,19 +204,26 @@ size_t workspace_bytes(int64_t M, int64_t K, int64_t N, int64_t group_size) {
 // T: the activations' CUDA type (__half or __nv_bfloat16), the same bits as G::Mma.
 template <class G, class T>
 cudaError_t launch(const CutlassMixedArgs& a, cudaStream_t stream) {
-  if (!cutlass_mixed_supports(a.M, a.K, a.N, a.group_size)) return cudaErrorInvalidValue;
+  // A conversion alone has no tokens; its checks run with one.
+  const int64_t M = a.gemm ? a.M : 1;
+  if (!cutlass_mixed_supports(M, a.K, a.N, a.group_size)) return cudaErrorInvalidValue;
   static const bool atom_ok = atom_is_as_assumed<typename G::AtomW>();
   if (!atom_ok || !layout_is_as_assumed<G>(weight_layout<G>(a.K, a.N), a.K, a.N)) return cudaErrorInvalidValue;
-  const auto args = gemm_arguments<G>(a);
+  CutlassMixedArgs checked = a;
+  checked.M = M;
+  const auto args = gemm_arguments<G>(checked);
   typename G::Gemm gemm;
   if (gemm.can_implement(args) != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
-  const int64_t groups = a.group_size == -1 ? 1 : a.K / a.group_size;
-  const int64_t threads = a.N / 16 * (a.K / 16) * 8 + groups * a.N;
-  convert_kernel<T><<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(
-      a.qweight, a.qzeros, reinterpret_cast<const T*>(a.scales), a.weights_ws, reinterpret_cast<T*>(a.zeros_ws), a.K,
-      a.N, groups, a.zeros_minus_one);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return err;
+  cudaError_t err = cudaSuccess;
+  if (a.convert) {
+    const int64_t groups = a.group_size == -1 ? 1 : a.K / a.group_size;
+    const int64_t threads = a.N / 16 * (a.K / 16) * 8 + groups * a.N;
+    convert_kernel<T><<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(
+        a.qweight, a.qzeros, reinterpret_cast<const T*>(a.scales), a.weights_ws, reinterpret_cast<T*>(a.zeros_ws),
+        a.K, a.N, groups, a.zeros_minus_one);
+    err = cudaGetLastError();
+    if (err != cudaSuccess || !a.gemm) return err;
+  }
   if (gemm.initialize(args, a.gemm_ws, stream) != cutlass::Status::kSuccess) {
     err = cudaGetLastError();
     return err != cudaSuccess ? err : cudaErrorInvalidValue;

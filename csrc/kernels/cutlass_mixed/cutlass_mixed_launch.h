@@ -37,6 +37,11 @@ struct CutlassMixedArgs {
   int64_t group_size = -1;            // -1 (one group of K) or a multiple of 64 that divides K
   bool zeros_minus_one = false;       // GPTQ v1 checkpoints store z - 1
   bool bf16 = false;                  // x, scales, out and zeros_ws are bf16; else fp16
+  // The two steps of a call. A layer that keeps its weights in CUTLASS's layout (the "cutlass" backend,
+  // gptq::cutlass_prepare) converts once at load (gemm = false; x, out and M unused) and then runs the GEMM
+  // alone on that copy (convert = false; qweight and qzeros unused).
+  bool convert = true;
+  bool gemm = true;
 };
 
 // What the kernel takes: fp16 or bf16, K a multiple of 64 (the tile's channels), N a multiple of 16 (the
@@ -55,8 +60,8 @@ inline size_t cutlass_mixed_gemm_workspace_bytes(int64_t M, int64_t K, int64_t N
               : cutlass_mixed_gemm_workspace_bytes_f16(M, K, N, group_size);
 }
 
-// Converts the weights and zero points into the workspaces, then runs the GEMM, on `stream`.
-// cudaErrorInvalidValue if CUTLASS refuses the problem (can_implement), after no launch.
+// Converts the weights and zero points into the workspaces (args.convert), then runs the GEMM (args.gemm),
+// on `stream`. cudaErrorInvalidValue if CUTLASS refuses the problem (can_implement), after no launch.
 cudaError_t launch_cutlass_mixed_f16(const CutlassMixedArgs& args, cudaStream_t stream);
 cudaError_t launch_cutlass_mixed_bf16(const CutlassMixedArgs& args, cudaStream_t stream);
 inline cudaError_t launch_cutlass_mixed(const CutlassMixedArgs& args, cudaStream_t stream) {

@@ -87,6 +87,17 @@ int64_t cutlass_max_m() {
   return env > 0 ? env : 2048;
 }
 
+#if defined(GPTQ_WITH_CUTLASS_MIXED)
+// Rows from which the "cutlass" backend (gptq::cutlass_gemm) runs CUTLASS's GEMM on the copy of the weights
+// it keeps in CUTLASS's layout, with no conversion a call; below, the ExLlamaV2-style kernels above.
+// GPTQ_CUTLASS_COPY_MIN_M overrides it (tuning and tests).
+// TODO(threshold): set from the A/B of this session.
+int64_t cutlass_copy_min_m() {
+  static const int64_t env = env_rows("GPTQ_CUTLASS_COPY_MIN_M");
+  return env > 0 ? env : 256;
+}
+#endif
+
 bool hopper() {
 #if defined(GPTQ_WITH_SM90A)
   const auto* props = at::cuda::getCurrentDeviceProperties();
@@ -174,5 +185,67 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   return run_gemv(op, xp, qweight_sorted, qzeros, scales, s.K, s.N, group_size, checkpoint_format == 1, plan_for,
                   use_tcgemv ? launch_exllamav2_tcgemv : use_gemv ? launch_exllamav2_gemv : launch_exllamav2_mma);
 }
+
+#if defined(GPTQ_WITH_CUTLASS_MIXED)
+namespace {
+
+// What the "cutlass" backend's ops take, beyond gptq::exllamav2_gemm's own checks.
+void check_cutlass_layer(const char* op, const at::Tensor& scales, int64_t bits, int64_t K, int64_t N,
+                         int64_t group_size) {
+  GPTQ_CHECK(hopper(), op, "needs compute capability 9.0 (CUTLASS's Hopper GEMM), the GPU is sm_",
+             at::cuda::getCurrentDeviceProperties()->major, at::cuda::getCurrentDeviceProperties()->minor);
+  GPTQ_CHECK(bits == 4, op, "takes 4-bit weights, got bits = ", bits);
+  GPTQ_CHECK(scales.scalar_type() == at::kHalf || scales.scalar_type() == at::kBFloat16, op,
+             "takes float16 or bfloat16 scales, got ", scales.scalar_type());
+  GPTQ_CHECK(cutlass_mixed_supports(1, K, N, group_size), op, "needs K a multiple of 64 (got ", K,
+             "), N a multiple of 16 (got ", N, ") and group_size -1 or a multiple of 64 dividing K (got ", group_size,
+             ")");
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> cutlass_prepare_cuda(const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
+                                                        const at::Tensor& scales, int64_t bits, int64_t group_size,
+                                                        int64_t checkpoint_format) {
+  const char* op = "gptq::cutlass_prepare";
+  GPTQ_CHECK(qweight_sorted.is_cuda(), op, "qweight_sorted must be on a CUDA device, got ", qweight_sorted.device());
+  const auto s =
+      detail::check_packed_layer(op, qweight_sorted, qzeros, scales, c10::nullopt, bits, group_size, checkpoint_format);
+  check_cutlass_layer(op, scales, bits, s.K, s.N, group_size);
+  return cutlass_mixed_convert(op, qweight_sorted, qzeros, scales, s.K, s.N, group_size, checkpoint_format == 1);
+}
+
+at::Tensor cutlass_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
+                             const at::Tensor& scales, const c10::optional<at::Tensor>& perm,
+                             const at::Tensor& cutlass_weights, const at::Tensor& cutlass_zeros, int64_t bits,
+                             int64_t group_size, int64_t checkpoint_format) {
+  const char* op = "gptq::cutlass_gemm";
+  const auto s = detail::check_gemm_args(op, x, qweight_sorted, qzeros, scales, c10::nullopt, bits, group_size,
+                                         checkpoint_format);
+  check_cutlass_layer(op, scales, bits, s.K, s.N, group_size);
+  const int64_t G = group_size == -1 ? 1 : s.K / group_size;
+  GPTQ_CHECK(cutlass_weights.scalar_type() == at::kInt && cutlass_weights.dim() == 1 &&
+                 cutlass_weights.size(0) == s.N * s.K / 8 && cutlass_weights.device() == x.device(),
+             op, "cutlass_weights must be int32 [N K / 8] = [", s.N * s.K / 8, "] on ", x.device(), " (from gptq::cutlass_prepare), got ",
+             cutlass_weights.scalar_type(), " ", cutlass_weights.sizes(), " on ", cutlass_weights.device());
+  GPTQ_CHECK(cutlass_zeros.scalar_type() == x.scalar_type() && cutlass_zeros.dim() == 2 && cutlass_zeros.size(0) == G &&
+                 cutlass_zeros.size(1) == s.N && cutlass_zeros.device() == x.device(),
+             op, "cutlass_zeros must be ", x.scalar_type(), " [G, N] = [", G, ", ", s.N, "] on ", x.device(),
+             " (from gptq::cutlass_prepare with these scales), got ", cutlass_zeros.scalar_type(), " ",
+             cutlass_zeros.sizes(), " on ", cutlass_zeros.device());
+  if (x.size(0) < cutlass_copy_min_m()) {
+    return exllamav2_gemm_cuda(x, qweight_sorted, qzeros, scales, perm, bits, group_size, checkpoint_format);
+  }
+  at::Tensor xp = x;
+  if (perm.has_value() && perm->defined()) {
+    GPTQ_CHECK(perm->dim() == 1 && perm->size(0) == s.K && perm->device() == x.device() &&
+                   (perm->scalar_type() == at::kInt || perm->scalar_type() == at::kLong),
+               op, "perm must be int32 or int64 [K] = [", s.K, "] on ", x.device(), ", got ", perm->scalar_type(), " ",
+               perm->sizes(), " on ", perm->device());
+    xp = gather_columns(op, x, perm->scalar_type() == at::kInt ? *perm : perm->to(at::kInt));
+  }
+  return cutlass_mixed_gemm_converted(op, xp, cutlass_weights, cutlass_zeros, scales, s.K, s.N, group_size);
+}
+#endif
 
 }  // namespace gptq::cuda

@@ -4,6 +4,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
 
+#include <tuple>
+
 namespace gptq::cuda {
 
 // gptq::exllamav2_gemm on CUDA: gathers x's columns by perm (int32 or int64 [K]; for fp16 and bf16 x
@@ -12,5 +14,17 @@ namespace gptq::cuda {
 at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
                                const at::Tensor& scales, const c10::optional<at::Tensor>& perm, int64_t bits,
                                int64_t group_size, int64_t checkpoint_format);
+
+// The "cutlass" backend's ops (builds with CUTLASS's GEMM only, GPTQ_WITH_CUTLASS_MIXED; Hopper, 4 bits):
+// gptq::cutlass_prepare converts qweight_sorted and qzeros once into CUTLASS's layout, (weights int32
+// [N K / 8], zeros -z s [G, N] in the scales' dtype); gptq::cutlass_gemm runs CUTLASS's GEMM on that copy from
+// cutlass_copy_min_m() rows (256 unless GPTQ_CUTLASS_COPY_MIN_M says otherwise), exllamav2_gemm_cuda below.
+std::tuple<at::Tensor, at::Tensor> cutlass_prepare_cuda(const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
+                                                        const at::Tensor& scales, int64_t bits, int64_t group_size,
+                                                        int64_t checkpoint_format);
+at::Tensor cutlass_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
+                             const at::Tensor& scales, const c10::optional<at::Tensor>& perm,
+                             const at::Tensor& cutlass_weights, const at::Tensor& cutlass_zeros, int64_t bits,
+                             int64_t group_size, int64_t checkpoint_format);
 
 }  // namespace gptq::cuda

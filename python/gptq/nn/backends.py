@@ -19,6 +19,10 @@ Backends (in the order backend="auto" tries them; see `_auto_order`):
              dequantize + cuBLAS above. On the CPU (where "auto" picks it): a fused GEMV for M <= 16, fp32
              dequantize + GEMM above.
   torch      dequantize + matmul, on any device, and the only trainable one.
+  cutlass    exllamav2, plus a second copy of a 4-bit layer's weights in the layout of CUTLASS's Hopper
+             mixed-input GEMM, made at load, which runs batches from 256 rows (GPTQ_CUTLASS_COPY_MIN_M)
+             without exllamav2's per-call conversion; only by name (it doubles the weights' memory),
+             compute capability 9.0, builds with the CUTLASS headers.
   marlin     Marlin-style tensor-core kernel (4/8-bit), only by name and only when this build has the
              gptq::marlin_* ops (the marlin helper's branch).
 AutoGPTQ's and GPTQModel's kernel names map to these through ALIASES.
@@ -176,6 +180,40 @@ def _exllamav2_forward(layer: "QuantLinear", x: torch.Tensor) -> torch.Tensor:
                                          _format_id(layer))
 
 
+# ---- cutlass: exllamav2 plus a copy of the weights in CUTLASS's layout for large batches (Hopper) -------
+def _cutlass_unsupported(layer: "QuantLinear", device: torch.device) -> str | None:
+    why = _exllamav2_unsupported(layer, device)
+    if why is not None:
+        return why
+    if not _has_kernel("cutlass_gemm"):
+        return "this build of gptq has no CUTLASS GEMM (built without the CUTLASS headers, or for no sm_90a)"
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) != (9, 0):
+        return f"needs compute capability 9.0 (CUTLASS's Hopper GEMM), the GPU is sm_{major}{minor}"
+    if layer.bits != 4:
+        return f"takes 4-bit weights, the layer has {layer.bits}"
+    K, N, g = layer.in_features, layer.out_features, layer.group_size
+    if K % 64 or N % 16:
+        return f"needs in_features a multiple of 64 and out_features of 16, the layer has {K} x {N}"
+    if g != -1 and (g % 64 or K % g):
+        return f"needs group_size -1 or a multiple of 64 dividing in_features, the layer has {g}"
+    return None
+
+
+def _cutlass_prepare(layer: "QuantLinear") -> None:
+    _exllamav2_prepare(layer)
+    w, z = torch.ops.gptq.cutlass_prepare(layer._exllamav2_qweight, layer.qzeros, layer.scales, layer.bits,
+                                          layer.group_size, _format_id(layer))
+    _set_buffer(layer, "_cutlass_weights", w)
+    _set_buffer(layer, "_cutlass_zeros", z)
+
+
+def _cutlass_forward(layer: "QuantLinear", x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.gptq.cutlass_gemm(x.to(layer.scales.dtype), layer._exllamav2_qweight, layer.qzeros,
+                                       layer.scales, layer._exllamav2_perm, layer._cutlass_weights,
+                                       layer._cutlass_zeros, layer.bits, layer.group_size, _format_id(layer))
+
+
 # ---- marlin: tensor-core kernel of the marlin helper's ops (gptq::marlin_repack / marlin_gemm) ------
 def _marlin_unsupported(layer: "QuantLinear", device: torch.device) -> str | None:
     why = _cuda_reason(layer, device, "marlin_gemm")
@@ -211,6 +249,7 @@ BACKENDS: dict[str, Backend] = {
     "exllamav2": Backend("exllamav2", _exllamav2_unsupported, _exllamav2_prepare, _exllamav2_forward),
     "autogptq": Backend("autogptq", _autogptq_unsupported, _autogptq_prepare, _autogptq_forward),
     "torch": Backend("torch", _torch_unsupported, _torch_prepare, _torch_forward, trainable=True),
+    "cutlass": Backend("cutlass", _cutlass_unsupported, _cutlass_prepare, _cutlass_forward),
 }
 if _has_kernel("marlin_gemm", "Meta"):  # this build has the marlin helper's ops
     BACKENDS["marlin"] = Backend("marlin", _marlin_unsupported, _marlin_prepare, _marlin_forward)
@@ -245,9 +284,11 @@ def _auto_order(layer: "QuantLinear") -> list[Backend]:
     sorts act-order rows at load instead of reading g_idx per channel), then
     autogptq (the same GEMV for other widths, dtypes and m, and any g_idx), then torch. marlin, when
     this build has it, is used only when asked for by name: its layout replaces the checkpoint's, so a
-    layer cannot switch per call between it and the GEMV that is faster at m = 1."""
+    layer cannot switch per call between it and the GEMV that is faster at m = 1. cutlass, also only by
+    name: it keeps a second copy of the weights (as much memory again as qweight) to run large batches
+    without converting them at every call."""
     order = [n for n in ("exllamav2", "autogptq", "torch") if n in BACKENDS]
-    order += [n for n in BACKENDS if n not in order and n != "marlin"]
+    order += [n for n in BACKENDS if n not in order and n not in ("marlin", "cutlass")]
     return [BACKENDS[n] for n in order]
 
 
