@@ -206,7 +206,7 @@ def main():
             # exllamav2 (the auto backend) at every m: GEMV, tensor-core GEMM, Hopper GEMM or
             # dequantize + cuBLAS by m; autogptq above m = 16 is dequantize + cuBLAS.
             kernels = [("autogptq", 4, autogptq_factory), ("exllamav2", 4, exllamav2_factory)]
-            if m >= 64 and cutlass_available():
+            if m >= 256 and cutlass_available():
                 kernels.append(("cutlass", 4, cutlass_factory))
             if (K, N) in ((8192, 28672), (4096, 4096)) and m <= 1024:
                 kernels.append(("exllamav2 bf16", 4, exllamav2_bf16_factory))

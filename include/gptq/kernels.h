@@ -48,7 +48,9 @@ at::Tensor exllamav2_gemm(const at::Tensor& x, const at::Tensor& qweight_sorted,
 std::tuple<at::Tensor, at::Tensor> cutlass_prepare(const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
                                                    const at::Tensor& scales, int64_t bits, int64_t group_size,
                                                    CheckpointFormat format);
-// exllamav2_gemm, except that from 256 rows (GPTQ_CUTLASS_COPY_MIN_M) it runs CUTLASS's GEMM on the copy.
+// exllamav2_gemm, except that from 256 rows, where CUTLASS's 128 x 256 tiles number 80 or more
+// (ceil(N / 128) ceil(M / 256); GPTQ_CUTLASS_COPY_MIN_M sets a plain row threshold instead), it runs
+// CUTLASS's GEMM on the copy.
 // Op: gptq::cutlass_gemm.
 at::Tensor cutlass_gemm(const at::Tensor& x, const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
                         const at::Tensor& scales, const c10::optional<at::Tensor>& perm,

@@ -76,13 +76,13 @@ TEST(QuantLinearCuda, AutoChoosesExllamav2AndMatchesFloat64) {
   }
 }
 
-// The cutlass kernel: exllamav2 below 256 rows, CUTLASS's GEMM on the copy made at construction from 256
-// (m = 300 is one of those calls); where the GPU or build has no such GEMM, the constructor refuses it with
-// the reason.
+// The cutlass kernel: m = 1 runs exllamav2's kernels, m = 300 CUTLASS's GEMM on the copy made at construction
+// (10240 features make 80 x 2 of its tiles); where the GPU or build has no such GEMM, the constructor refuses
+// it with the reason.
 TEST(QuantLinearCuda, CutlassMatchesFloat64OrIsRefusedWithReason) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
   for (bool act_order : {false, true}) {
-    auto p = make(4, 1024, 512, 128, act_order, at::kHalf);
+    auto p = make(4, 1024, 10240, 128, act_order, at::kHalf);
     std::unique_ptr<gptq::QuantLinear> layer;
     try {
       layer = std::make_unique<gptq::QuantLinear>(p.qweight.cuda(), p.qzeros.cuda(), p.scales.cuda(), p.g_idx.cuda(),

@@ -125,20 +125,26 @@ def cutlass_usable():
 @pytest.mark.parametrize("act_order", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_cutlass_backend_matches_float64(act_order, dtype):
-    # Below 256 rows the exllamav2 kernels, from 256 CUTLASS's GEMM on the copy made at load (1 and 300
-    # are real calls of each). The copy stays out of the state dict, which keeps the checkpoint layout.
+    # m = 1 runs the exllamav2 kernels; m = 300 CUTLASS's GEMM on the copy made at load, since 10240
+    # features make 80 x 2 of its tiles (asserted through the profiler's kernel names). The copy stays out
+    # of the state dict, which keeps the checkpoint layout.
     if not cutlass_usable():
         pytest.skip("the cutlass backend needs compute capability 9.0 and a build with the CUTLASS headers")
-    layer, W, b = random_layer(4, 1024, 512, 128, act_order=act_order, dtype=dtype, seed=11)
+    K, N = 1024, 10240
+    layer, W, b = random_layer(4, K, N, 128, act_order=act_order, dtype=dtype, seed=11)
     layer = layer.cuda()
     layer.post_init(backend="cutlass")
     assert layer.backend.name == "cutlass"
-    assert layer._cutlass_weights.numel() == 1024 * 512 // 8 and layer._cutlass_zeros.dtype == dtype
+    assert layer._cutlass_weights.numel() == K * N // 8 and layer._cutlass_zeros.dtype == dtype
     assert not any(k.startswith("_cutlass") for k in layer.state_dict())
     tol = 2e-3 if dtype == torch.float16 else 1e-2
     for m in (1, 300):
-        x = torch.randn(m, 1024).to(dtype)
-        y = layer(x.cuda())
+        x = torch.randn(m, K).to(dtype)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            y = layer(x.cuda())
+            torch.cuda.synchronize()
+        names = " ".join(e.key for e in prof.key_averages())
+        assert ("GemmUniversal" in names) == (m == 300) and "convert_kernel" not in names, names
         assert y.dtype == dtype and rel_error(y, x.double() @ W.t() + b.double()) < tol, (m, dtype, act_order)
 
 
@@ -147,8 +153,8 @@ def test_cuda_cutlass_backend_refuses_what_its_gemm_cannot_run():
     if not cutlass_usable():
         pytest.skip("the cutlass backend needs compute capability 9.0 and a build with the CUTLASS headers")
     cases = [((3, 1024, 512, 128), "takes 4-bit weights, the layer has 3"),
-             ((4, 1024, 520, 128), "out_features of 16, the layer has 1024 x 520"),
-             ((4, 1024, 512, 32), "group_size -1 or a multiple of 64 dividing in_features, the layer has 32")]
+             ((4, 1024, 520, 128), "needs in_features a multiple of 64 and out_features of 16, the layer has 1024 x 520"),
+             ((4, 1024, 512, 32), "needs group_size -1 or a multiple of 64 dividing in_features, the layer has 32")]
     for (bits, K, N, g), why in cases:
         layer = random_layer(bits, K, N, g)[0].cuda()
         with pytest.raises(ValueError, match=f"backend 'cutlass' cannot run on cuda:0: {why}"):

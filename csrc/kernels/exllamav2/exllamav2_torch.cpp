@@ -88,13 +88,20 @@ int64_t cutlass_max_m() {
 }
 
 #if defined(GPTQ_WITH_CUTLASS_MIXED)
-// Rows from which the "cutlass" backend (gptq::cutlass_gemm) runs CUTLASS's GEMM on the copy of the weights
-// it keeps in CUTLASS's layout, with no conversion a call; below, the ExLlamaV2-style kernels above.
-// GPTQ_CUTLASS_COPY_MIN_M overrides it (tuning and tests).
-// TODO(threshold): set from the A/B of this session.
-int64_t cutlass_copy_min_m() {
+// Whether the "cutlass" backend (gptq::cutlass_gemm) runs CUTLASS's GEMM on the copy of the weights it
+// keeps in CUTLASS's layout (no conversion a call), else the ExLlamaV2-style kernels above: from 256 rows
+// where the GEMM's 128-feature x 256-token tiles number 80 or more, so that they fill most of the 132 SMs of
+// an H100 (SXM) in one wave. On the H100 (benchmarks/results/2026-11-23_h100_s14_cutlass-copy-a_ab.txt,
+// one run, copy against exllamav2, us): at m = 256, 8192x28672 (224 tiles) 187.6 against 225.7 and
+// 4096x11008 (86) 43.1 against 53.7, but 11008x4096 (32 tiles) 104.8 against 64.2 and 28672x8192 (64)
+// 270.2 against 245.0; at m = 512, 4096x4096 (64 tiles) 44.4 against 40.0; from m = 1024 it wins on every
+// layer (8192x28672 715.6 against 795.6, 4096x4096 48.1 against 55.0). GPTQ_CUTLASS_COPY_MIN_M overrides
+// the rule with a plain row threshold (tuning and tests).
+bool use_cutlass_copy(int64_t M, int64_t N) {
   static const int64_t env = env_rows("GPTQ_CUTLASS_COPY_MIN_M");
-  return env > 0 ? env : 256;
+  if (env > 0) return M >= env;
+  const int64_t tiles = (N + 127) / 128 * ((M + 255) / 256);
+  return M >= 256 && tiles >= 80;
 }
 #endif
 
@@ -233,7 +240,7 @@ at::Tensor cutlass_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_sort
              op, "cutlass_zeros must be ", x.scalar_type(), " [G, N] = [", G, ", ", s.N, "] on ", x.device(),
              " (from gptq::cutlass_prepare with these scales), got ", cutlass_zeros.scalar_type(), " ",
              cutlass_zeros.sizes(), " on ", cutlass_zeros.device());
-  if (x.size(0) < cutlass_copy_min_m()) {
+  if (!use_cutlass_copy(x.size(0), s.N)) {
     return exllamav2_gemm_cuda(x, qweight_sorted, qzeros, scales, perm, bits, group_size, checkpoint_format);
   }
   at::Tensor xp = x;

@@ -18,7 +18,8 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
 // The "cutlass" backend's ops (builds with CUTLASS's GEMM only, GPTQ_WITH_CUTLASS_MIXED; Hopper, 4 bits):
 // gptq::cutlass_prepare converts qweight_sorted and qzeros once into CUTLASS's layout, (weights int32
 // [N K / 8], zeros -z s [G, N] in the scales' dtype); gptq::cutlass_gemm runs CUTLASS's GEMM on that copy from
-// cutlass_copy_min_m() rows (256 unless GPTQ_CUTLASS_COPY_MIN_M says otherwise), exllamav2_gemm_cuda below.
+// 256 rows where its tiles fill most of the GPU (use_cutlass_copy in exllamav2_torch.cpp), else
+// exllamav2_gemm_cuda.
 std::tuple<at::Tensor, at::Tensor> cutlass_prepare_cuda(const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
                                                         const at::Tensor& scales, int64_t bits, int64_t group_size,
                                                         int64_t checkpoint_format);

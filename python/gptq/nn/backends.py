@@ -20,8 +20,8 @@ Backends (in the order backend="auto" tries them; see `_auto_order`):
              dequantize + GEMM above.
   torch      dequantize + matmul, on any device, and the only trainable one.
   cutlass    exllamav2, plus a second copy of a 4-bit layer's weights in the layout of CUTLASS's Hopper
-             mixed-input GEMM, made at load, which runs batches from 256 rows (GPTQ_CUTLASS_COPY_MIN_M)
-             without exllamav2's per-call conversion; only by name (it doubles the weights' memory),
+             mixed-input GEMM, made at load, which runs batches from 256 rows (where its 128 x 256
+             tiles number 80 or more) without exllamav2's per-call conversion; only by name (it doubles the weights' memory),
              compute capability 9.0, builds with the CUTLASS headers.
   marlin     Marlin-style tensor-core kernel (4/8-bit), only by name and only when this build has the
              gptq::marlin_* ops (the marlin helper's branch).
