@@ -913,9 +913,10 @@ def test_cuda_cutlass_copy_gemm_from_one_token():
                                                                     (1024, torch.float16), (1024, torch.bfloat16)]
                                          for K, N in REAL_SHAPES] + [(4096, torch.float16, 4096, 4096)])
 def test_cuda_cutlass_copy_gemm_real_shapes(m, dtype, K, N):
-    # At the default threshold: m = 255 runs the exllamav2 kernels, from 256 CUTLASS's GEMM alone (no
-    # conversion kernel in the call, asserted through the profiler), against float64 (m = 4096 on the
-    # smallest layer only: the float64 reference of the large ones takes tens of seconds).
+    # At the default rule: CUTLASS's GEMM alone (no conversion kernel in the call, asserted through the
+    # profiler) from m = 256 where its 128 x 256 tiles number 80 or more, else the exllamav2 kernels (m = 255;
+    # 4096x4096, 11008x4096 and 28672x8192 at m = 256); against float64 (m = 4096 on the smallest layer
+    # only: the float64 reference of the large ones takes tens of seconds).
     if not cutlass_copy_usable():
         pytest.skip("gptq::cutlass_gemm needs compute capability 9.0 and a build with the CUTLASS headers")
     L, W = make_layer(4, K, N, 128, dtype=dtype, device="cuda", seed=K + 5 * N + m)
@@ -928,7 +929,8 @@ def test_cuda_cutlass_copy_gemm_real_shapes(m, dtype, K, N):
         torch.cuda.synchronize()
     names = " ".join(e.key for e in prof.key_averages())
     assert "convert_kernel" not in names, names
-    assert ("GemmUniversal" in names) == (m >= 256), names
+    tiles = -(-N // 128) * -(-m // 256)
+    assert ("GemmUniversal" in names) == (m >= 256 and tiles >= 80), (m, K, N, names)
     assert y.dtype == dtype and torch.isfinite(y).all()
     assert rel_error(y, x.double() @ W.t()) < TOL[dtype]
 
