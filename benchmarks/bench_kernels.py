@@ -166,11 +166,9 @@ def cutlass_factory(L, x, bits):
 
 def cutlass_available():
     # The op has a CUDA kernel only in builds with CUTLASS's GEMM; that GEMM runs on compute capability 9.0.
-    try:
-        has = torch._C._dispatch_has_kernel_for_dispatch_key("gptq::cutlass_gemm", "CUDA")
-    except RuntimeError:
-        has = False
-    return has and torch.cuda.get_device_capability() == (9, 0)
+    from gptq.nn.backends import _has_kernel
+
+    return _has_kernel("cutlass_gemm") and torch.cuda.get_device_capability() == (9, 0)
 
 
 def autogptq_act_order_factory(L, x, bits):

@@ -88,12 +88,12 @@ QuantLinear::QuantLinear(at::Tensor qweight, at::Tensor qzeros, at::Tensor scale
     auto [sorted, perm] = exllamav2_prepare(qweight_, g_idx_, bits_, group_size_);
     kernel_qweight_ = sorted;
     kernel_g_idx_ = perm;
+  } else if (kernel_ == QuantKernel::kAutogptq && act_order_) {
+    kernel_g_idx_ = g_idx_;
   }
   if (kernel_ == QuantKernel::kCutlass) {
     std::tie(cutlass_weights_, cutlass_zeros_) =
         cutlass_prepare(kernel_qweight_, qzeros_, scales_, bits_, group_size_, format_);
-  } else if (kernel_ == QuantKernel::kAutogptq && act_order_) {
-    kernel_g_idx_ = g_idx_;
   }
 }
 

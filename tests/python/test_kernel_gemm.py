@@ -218,15 +218,16 @@ def run_exllamav2(L, x, act_order):
     return torch.ops.gptq.exllamav2_gemm(x, qs, L["qzeros"], L["scales"], perm, L["bits"], L["group_size"], L["fmt"])
 
 
-def check_exllamav2_outliers(K, N, group_size, m, dtype=torch.float16, act_order=False, fmt="gptq", seed=0, every=97):
-    """One 4-bit exllamav2 call against float64 on x with outlier channels (every `every`-th channel
-    2000 sigma, as in real LLM activations: no fp16 overflow in partial sums): finite, the op's
-    tolerance for `dtype`."""
+def check_exllamav2_outliers(K, N, group_size, m, dtype=torch.float16, act_order=False, fmt="gptq", seed=0, every=97,
+                            run=None):
+    """One 4-bit exllamav2 call (or `run(L, x, act_order)`, e.g. run_cutlass_copy) against float64 on x
+    with outlier channels (every `every`-th channel 2000 sigma, as in real LLM activations: no fp16
+    overflow in partial sums): finite, the op's tolerance for `dtype`."""
     L, W = make_layer(4, K, N, group_size, act_order=act_order, fmt=fmt, dtype=dtype, device="cuda", seed=seed)
     x = torch.randn(m, K, device="cuda")
     x[:, ::every] *= 2000
     x = x.to(dtype)
-    y = run_exllamav2(L, x, act_order)
+    y = (run or run_exllamav2)(L, x, act_order)
     err = rel_error(y, x.double() @ W.t())
     assert y.dtype == dtype and torch.isfinite(y).all() and err < TOL[dtype], (K, N, group_size, fmt, act_order,
                                                                                  dtype, m, err)
@@ -886,13 +887,7 @@ cases = [(4096, 4096, 128, "gptq", False, 1, f16), (4096, 4096, 64, "gptq_v2", T
          (4096, 4096, 128, "gptq", False, 1, bf16), (4096, 4352, 64, "gptq_v2", True, 300, bf16),
          (11008, 4096, -1, "gptq", False, 17, bf16)]
 for K, N, g, fmt, act_order, m, dtype in cases:
-    L, W = make_layer(4, K, N, g, act_order=act_order, fmt=fmt, dtype=dtype, device="cuda", seed=K + N + m)
-    x = torch.randn(m, K, device="cuda")
-    x[:, ::97] *= 2000
-    x = x.to(dtype)
-    y = run_cutlass_copy(L, x, act_order)
-    err = rel_error(y, x.double() @ W.t())
-    assert y.dtype == dtype and torch.isfinite(y).all() and err < TOL[dtype], (K, N, g, fmt, act_order, m, dtype, err)
+    check_exllamav2_outliers(K, N, g, m, dtype, act_order, fmt, seed=K + N + m, run=run_cutlass_copy)
 print("ok")
 """
 

@@ -14,13 +14,14 @@
 // Built with the kernel only (GPTQ_WITH_CUTLASS_MIXED); the ops call it under the same condition.
 #if defined(GPTQ_WITH_CUTLASS_MIXED)
 namespace gptq::cuda {
-namespace {
 
-void check_shape(const char* op, int64_t M, int64_t K, int64_t N, int64_t group_size) {
+void check_cutlass_mixed_shape(const char* op, int64_t M, int64_t K, int64_t N, int64_t group_size) {
   GPTQ_CHECK(cutlass_mixed_supports(M, K, N, group_size), op, "the CUTLASS GEMM needs K a multiple of 64 (got ", K,
              "), N a multiple of 16 (got ", N, ") and group_size -1 or a multiple of 64 dividing K (got ", group_size,
              ")");
 }
+
+namespace {
 
 void run(const char* op, const CutlassMixedArgs& a) {
   const cudaError_t err = launch_cutlass_mixed(a, at::cuda::getCurrentCUDAStream().stream());
@@ -53,7 +54,7 @@ at::Tensor cutlass_mixed_gemm(const char* op, const at::Tensor& x, const at::Ten
                               bool zeros_minus_one) {
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t M = x.size(0);
-  check_shape(op, M, K, N, group_size);
+  check_cutlass_mixed_shape(op, M, K, N, group_size);
   const auto qw = qweight.contiguous(), qz = qzeros.contiguous();
   const int64_t G = group_size == -1 ? 1 : K / group_size;
   auto weights_ws = at::empty({N * K / 8}, x.options().dtype(at::kInt));  // caching allocator: 512-byte aligned
@@ -73,7 +74,7 @@ std::tuple<at::Tensor, at::Tensor> cutlass_mixed_convert(const char* op, const a
                                                          int64_t K, int64_t N, int64_t group_size,
                                                          bool zeros_minus_one) {
   const c10::cuda::CUDAGuard guard(qweight.device());
-  check_shape(op, 1, K, N, group_size);
+  check_cutlass_mixed_shape(op, 1, K, N, group_size);
   const auto qw = qweight.contiguous(), qz = qzeros.contiguous(), sc = aligned16(scales);
   const int64_t G = group_size == -1 ? 1 : K / group_size;
   auto weights = at::empty({N * K / 8}, qweight.options());
@@ -96,7 +97,7 @@ at::Tensor cutlass_mixed_gemm_converted(const char* op, const at::Tensor& x, con
                                         int64_t group_size) {
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t M = x.size(0);
-  check_shape(op, M, K, N, group_size);
+  check_cutlass_mixed_shape(op, M, K, N, group_size);
   // The copy is read by TMA in place: it must be the contiguous tensors cutlass_mixed_convert made.
   GPTQ_CHECK(weights.is_contiguous() && zeros.is_contiguous() && reinterpret_cast<uintptr_t>(weights.data_ptr()) % 128 == 0 &&
                  reinterpret_cast<uintptr_t>(zeros.data_ptr()) % 16 == 0,

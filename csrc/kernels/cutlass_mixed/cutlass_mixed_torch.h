@@ -11,6 +11,9 @@
 
 namespace gptq::cuda {
 
+// Errors, naming `op`, unless cutlass_mixed_supports(M, K, N, group_size) (cutlass_mixed_launch.h).
+void check_cutlass_mixed_shape(const char* op, int64_t M, int64_t K, int64_t N, int64_t group_size);
+
 // out [M, N] = x W^T for fp16 or bf16 x [M, K] (columns already in the sorted rows' order for act-order) and the
 // checkpoint-layout qweight [K / 8, N], qzeros [G, N / 8], scales [G, N] in x's dtype: converts the weights
 // into CUTLASS's layout (a per-call workspace), then runs the GEMM.

@@ -128,6 +128,17 @@ at::Tensor gather_columns(const char* op, const at::Tensor& x, const at::Tensor&
   return out;
 }
 
+// Act-order: perm as int32 [K] on x's device (int64, which index_select also takes, is converted);
+// undefined without act-order.
+at::Tensor checked_perm(const char* op, const c10::optional<at::Tensor>& perm, int64_t K, const at::Tensor& x) {
+  if (!perm.has_value() || !perm->defined()) return {};
+  GPTQ_CHECK(perm->dim() == 1 && perm->size(0) == K, op, "perm must have shape [K] = [", K, "], got ", perm->sizes());
+  GPTQ_CHECK(perm->scalar_type() == at::kInt || perm->scalar_type() == at::kLong, op,
+             "perm must be int32 or int64, got ", perm->scalar_type());
+  GPTQ_CHECK(perm->device() == x.device(), op, "perm must be on x's device ", x.device(), ", got ", perm->device());
+  return perm->scalar_type() == at::kInt ? *perm : perm->to(at::kInt);
+}
+
 }  // namespace
 
 at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_sorted, const at::Tensor& qzeros,
@@ -136,16 +147,7 @@ at::Tensor exllamav2_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_so
   const char* op = "gptq::exllamav2_gemm";
   const auto s = detail::check_gemm_args(op, x, qweight_sorted, qzeros, scales, c10::nullopt, bits, group_size,
                                          checkpoint_format);
-  // Act-order: perm, int32 [K] on x's device (int64, which index_select also takes, is converted).
-  at::Tensor p;
-  if (perm.has_value() && perm->defined()) {
-    GPTQ_CHECK(perm->dim() == 1 && perm->size(0) == s.K, op, "perm must have shape [K] = [", s.K, "], got ",
-               perm->sizes());
-    GPTQ_CHECK(perm->scalar_type() == at::kInt || perm->scalar_type() == at::kLong, op,
-               "perm must be int32 or int64, got ", perm->scalar_type());
-    GPTQ_CHECK(perm->device() == x.device(), op, "perm must be on x's device ", x.device(), ", got ", perm->device());
-    p = perm->scalar_type() == at::kInt ? *perm : perm->to(at::kInt);
-  }
+  const at::Tensor p = checked_perm(op, perm, s.K, x);
   const int64_t M = x.size(0);
   const bool fp16_4bit = x.scalar_type() == at::kHalf && bits == 4 && s.N % 8 == 0;
   const bool bf16_4bit = x.scalar_type() == at::kBFloat16 && bits == 4 && s.N % 8 == 0;
@@ -204,9 +206,7 @@ void check_cutlass_layer(const char* op, const at::Tensor& scales, int64_t bits,
   GPTQ_CHECK(bits == 4, op, "takes 4-bit weights, got bits = ", bits);
   GPTQ_CHECK(scales.scalar_type() == at::kHalf || scales.scalar_type() == at::kBFloat16, op,
              "takes float16 or bfloat16 scales, got ", scales.scalar_type());
-  GPTQ_CHECK(cutlass_mixed_supports(1, K, N, group_size), op, "needs K a multiple of 64 (got ", K,
-             "), N a multiple of 16 (got ", N, ") and group_size -1 or a multiple of 64 dividing K (got ", group_size,
-             ")");
+  check_cutlass_mixed_shape(op, 1, K, N, group_size);
 }
 
 }  // namespace
@@ -243,15 +243,9 @@ at::Tensor cutlass_gemm_cuda(const at::Tensor& x, const at::Tensor& qweight_sort
   if (!use_cutlass_copy(x.size(0), s.N)) {
     return exllamav2_gemm_cuda(x, qweight_sorted, qzeros, scales, perm, bits, group_size, checkpoint_format);
   }
-  at::Tensor xp = x;
-  if (perm.has_value() && perm->defined()) {
-    GPTQ_CHECK(perm->dim() == 1 && perm->size(0) == s.K && perm->device() == x.device() &&
-                   (perm->scalar_type() == at::kInt || perm->scalar_type() == at::kLong),
-               op, "perm must be int32 or int64 [K] = [", s.K, "] on ", x.device(), ", got ", perm->scalar_type(), " ",
-               perm->sizes(), " on ", perm->device());
-    xp = gather_columns(op, x, perm->scalar_type() == at::kInt ? *perm : perm->to(at::kInt));
-  }
-  return cutlass_mixed_gemm_converted(op, xp, cutlass_weights, cutlass_zeros, scales, s.K, s.N, group_size);
+  const at::Tensor p = checked_perm(op, perm, s.K, x);
+  return cutlass_mixed_gemm_converted(op, p.defined() ? gather_columns(op, x, p) : x, cutlass_weights, cutlass_zeros,
+                                      scales, s.K, s.N, group_size);
 }
 #endif
 
